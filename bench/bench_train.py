@@ -1,0 +1,89 @@
+"""Benchmark: autoencoder training and embedding throughput on random data (200k x 600 default).
+
+    .venv/bin/python bench/bench_train.py [--users 200000] [--epochs 3] [--hidden 256 128]
+        [--bf16 off|on|both] [--threads N]
+
+Prints users/s per training epoch and embed users/s for each setting, plus the CPU count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import numpy as np
+import torch
+
+from representation.artifact import UserEncoder
+from representation.model import AutoencoderConfig, InputBlock
+from representation.train import TrainConfig, train_autoencoder
+
+HORIZONS = ("7d", "30d", "180d", "all")
+MISSING = {"7d": 0.4, "30d": 0.25, "180d": 0.1, "all": 0.0, "stats": 0.0, "onboarding": 0.2}
+
+
+def bench_layout(vec_dim: int = 64, onboard_dim: int = 32) -> list[InputBlock]:
+    """A 600-column layout shaped like encoder_input_v1: 4 horizons x 2 modalities + extras."""
+    spec = []
+    for h in HORIZONS:
+        spec += [(f"collab_{h}", h, vec_dim), (f"content_{h}", h, vec_dim), (f"counts_{h}", h, 2)]
+    spec += [("stats", "stats", 3), ("demo", "onboarding", 11)]
+    spec += [("onboard_collab", "onboarding", onboard_dim)]
+    spec += [("onboard_content", "onboarding", onboard_dim), ("onboard_n", "onboarding", 2)]
+    blocks, start = [], 0
+    for name, group, width in spec:
+        blocks.append(InputBlock(name, start, start + width, group))
+        start += width
+    return blocks
+
+
+def random_input(n: int, blocks: list[InputBlock], seed: int = 0) -> np.ndarray:
+    """Gaussian features with whole groups missing (NaN) at MISSING rates."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, blocks[-1].stop), dtype=np.float32)
+    for group, p in MISSING.items():
+        rows = rng.random(n) < p
+        for b in (b for b in blocks if b.group == group):
+            x[np.ix_(rows, np.arange(b.start, b.stop))] = np.nan
+    return x
+
+
+def bench_one(x: np.ndarray, blocks: list[InputBlock], hidden: int, train_cfg: TrainConfig) -> None:
+    """Train for train_cfg.epochs epochs and embed every user once; print the rates."""
+    tag = f"hidden={hidden} bf16={train_cfg.bf16}"
+    cfg = AutoencoderConfig(input_dim=x.shape[1], hidden_dim=hidden)
+    result = train_autoencoder(x, blocks, cfg, train_cfg)
+    per_epoch = ", ".join(f"{u:,.0f}" for u in result.metrics["users_per_s"])
+    print(f"{tag}: train users/s per epoch: {per_epoch}  (load {os.getloadavg()[0]:.2f})")
+    print(f"{tag}: {result.metrics['seconds']:.1f} s for {result.metrics['epochs_run']} epochs")
+    encoder = UserEncoder.from_result(result)
+    encoder.embed(x[:10_000])  # warm-up
+    t0 = time.perf_counter()
+    encoder.embed(x)
+    print(f"{tag}: embed users/s: {len(x) / (time.perf_counter() - t0):,.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[256])
+    ap.add_argument("--bf16", choices=["off", "on", "both"], default="off")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    blocks = bench_layout()
+    x = random_input(args.users, blocks)
+    print(f"cpu_count={os.cpu_count()} torch_threads={torch.get_num_threads()} x={x.shape}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (other jobs slow every figure)")
+    base = TrainConfig(epochs=args.epochs, patience=args.epochs)
+    for bf16 in {"off": [False], "on": [True], "both": [False, True]}[args.bf16]:
+        for hidden in args.hidden:
+            bench_one(x, blocks, hidden, dataclasses.replace(base, bf16=bf16))
+    print("train config:", dataclasses.asdict(base))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Evaluation of downstream scores on held-out users: pooled ROC-AUC and per-user ranking
+of candidate items (Recall@k, NDCG@k), plus the user split every method shares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+SPLITS = ("train", "val", "test")
+
+
+def split_users(
+    user_ids: np.ndarray, test_frac: float = 0.3, val_frac: float = 0.1, seed: int = 0
+) -> np.ndarray:
+    """ "train" / "val" / "test" per row from a hash of the user id: a user is in one split only."""
+    ids = np.asarray(user_ids, np.uint64)
+    h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)  # Fibonacci hash
+    u = (h % np.uint64(10_000)).astype(np.float64) / 10_000.0  # (n,) uniform-ish in [0, 1)
+    return np.where(u < test_frac, "test", np.where(u < test_frac + val_frac, "val", "train"))
+
+
+def auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC; NaN when only one class is present."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def ranking_metrics(
+    user_ids: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 10
+) -> dict[str, float]:
+    """Mean Recall@k and NDCG@k over users with at least one positive among their candidates.
+
+    Recall@k = hits in the top k / min(k, positives) (Liang et al. 2018); NDCG@k with binary
+    gains, ideal DCG over min(k, positives). Ties in score are broken by candidate order.
+    """
+    df = pd.DataFrame({"u": user_ids, "y": np.asarray(y, np.float64), "s": scores})
+    df["rank"] = df.groupby("u")["s"].rank(method="first", ascending=False)
+    df["hit"] = np.where(df["rank"] <= k, df["y"], 0.0)
+    df["gain"] = df["hit"] / np.log2(df["rank"] + 1)
+    per_user = df.groupby("u").agg(pos=("y", "sum"), hits=("hit", "sum"), dcg=("gain", "sum"))
+    per_user = per_user[per_user["pos"] > 0]
+    if per_user.empty:
+        return {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"), "users": 0}
+    ideal_n = np.minimum(per_user["pos"].to_numpy(), k).astype(int)
+    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))  # (k,) ideal DCG for 1..k hits
+    idcg = discounts[ideal_n - 1]
+    return {
+        f"recall@{k}": float((per_user["hits"] / np.minimum(per_user["pos"], k)).mean()),
+        f"ndcg@{k}": float((per_user["dcg"].to_numpy() / idcg).mean()),
+        "users": int(len(per_user)),
+    }
+
+
+def binary_metrics(
+    user_ids: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 10
+) -> dict[str, float]:
+    """AUC plus ranking metrics for an item task."""
+    return {"auc": auc(y, scores), **ranking_metrics(user_ids, y, scores, k), "rows": len(y)}
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, top-3 accuracy and one-vs-rest macro AUC over the classes present in y."""
+    y = np.asarray(y, np.int64)
+    top3 = np.argsort(-proba, axis=1)[:, :3]
+    present = [c for c in np.unique(y) if 0 < (y == c).sum() < len(y)]
+    aucs = [roc_auc_score(y == c, proba[:, c]) for c in present]
+    return {
+        "accuracy": float((proba.argmax(axis=1) == y).mean()),
+        "top3_accuracy": float((top3 == y[:, None]).any(axis=1).mean()),
+        "macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "rows": len(y),
+    }

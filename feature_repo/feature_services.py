@@ -1,0 +1,11 @@
+"""Feast feature services: versioned, model-facing bundles of features."""
+
+from feast import FeatureService
+from feature_views import user_history_features, user_onboarding_features
+
+# Everything the user autoencoder reads. Bump the version when its inputs change.
+encoder_input_v1 = FeatureService(
+    name="encoder_input_v1",
+    features=[user_history_features, user_onboarding_features],
+    description="User autoencoder input: multi-horizon history + onboarding signals.",
+)

@@ -1,0 +1,192 @@
+"""Batch alignment: map a retrained batch's z_u space onto its parent's (orthogonal Procrustes).
+
+train_batch fits the map on users in both batches' snapshots (same inputs, both encoders), saves
+it beside the new artifact (align.npz, plain arrays, no pickles) and records it in the metadata
+DB; load_encoder_dir applies it, so batch embedding, embed-user and the NRT worker all agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from representation.artifact import UserEncoder
+from userrep import columns as C
+from userrep.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALIGN_FILE = "align.npz"  # beside model.pt; its sha256 goes into RepresentationBatch.alignment
+METHOD = "procrustes"
+MAX_FIT_USERS = 200_000  # a d x d fit is stable long before this; caps memory at ~1M users
+
+
+@dataclass(frozen=True)
+class AlignmentMap:
+    """z_parent ~= scale * (z - mean_src) @ rotation + mean_dst, rotation orthogonal (d, d)."""
+
+    rotation: np.ndarray  # (d, d) float64, R^T R = I
+    scale: float  # global scale; 1.0 when fitted without scale
+    mean_src: np.ndarray  # (d,) mean of the new batch's raw z_u on the fit users
+    mean_dst: np.ndarray  # (d,) mean of the parent's z_u on the fit users
+
+    def apply(self, z: np.ndarray) -> np.ndarray:
+        """(n, d) raw z_u of the new batch -> (n, d) float32 in the parent's space."""
+        out = self.scale * (np.asarray(z, np.float64) - self.mean_src) @ self.rotation
+        return (out + self.mean_dst).astype(np.float32)
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        """(n, d) aligned z_u -> (n, d) float32 raw z_u (what the batch would give unaligned)."""
+        out = (np.asarray(z, np.float64) - self.mean_dst) @ self.rotation.T / self.scale
+        return (out + self.mean_src).astype(np.float32)
+
+    def save(self, directory: Path) -> str:
+        """Write align.npz into an artifact directory; return its sha256."""
+        path = Path(directory) / ALIGN_FILE
+        with path.open("wb") as fh:
+            np.savez(
+                fh,
+                rotation=self.rotation,
+                scale=np.float64(self.scale),
+                mean_src=self.mean_src,
+                mean_dst=self.mean_dst,
+            )
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    @classmethod
+    def load(cls, directory: Path) -> AlignmentMap | None:
+        """The map stored in an artifact directory, or None when the batch is unaligned."""
+        path = Path(directory) / ALIGN_FILE
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["rotation"], float(f["scale"]), f["mean_src"], f["mean_dst"])
+
+
+def fit_procrustes(
+    z_src: np.ndarray, z_dst: np.ndarray, with_scale: bool = True
+) -> tuple[AlignmentMap, dict[str, float]]:
+    """argmin_R ||s (Z_src - mu_src) R - (Z_dst - mu_dst)||_F over orthogonal R, via one SVD.
+
+    Returns the map and its fit: residual = ||aligned - Z_dst||_F / ||Z_dst - mu_dst||_F and
+    variance_explained = 1 - residual^2 (1 for an exact rotation, ~0 for unrelated rows).
+    """
+    src, dst = np.asarray(z_src, np.float64), np.asarray(z_dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2:
+        raise ValueError(f"need two (n, d) matrices of one shape, got {src.shape} / {dst.shape}")
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)  # (d,)
+    a, b = src - mu_s, dst - mu_d  # (n, d) centred
+    u, sigma, vt = np.linalg.svd(a.T @ b)  # (d, d) cross-covariance
+    rotation = u @ vt  # (d, d)
+    aa, bb = float(np.einsum("ij,ij->", a, a)), float(np.einsum("ij,ij->", b, b))
+    scale = float(sigma.sum() / max(aa, 1e-300)) if with_scale else 1.0
+    amap = AlignmentMap(rotation, scale, mu_s, mu_d)
+    # ||s a R - b||^2 = s^2 ||a||^2 - 2 s tr(sigma) + ||b||^2: no (n, d) product needed
+    sq = max(scale**2 * aa - 2 * scale * float(sigma.sum()) + bb, 0.0)
+    residual = float(np.sqrt(sq / max(bb, 1e-300)))
+    return amap, {"residual": residual, "variance_explained": 1.0 - residual**2}
+
+
+class AlignedEncoder(UserEncoder):
+    """A UserEncoder whose output is mapped into its parent batch's space."""
+
+    def __init__(self, base: UserEncoder, amap: AlignmentMap):
+        super().__init__(base.model, base.normaliser, base.extra)
+        self.alignment = amap
+
+    def embed_raw(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """z_u in the batch's own (unaligned) space."""
+        return super().embed(x, batch_size)
+
+    def embed(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        return self.alignment.apply(super().embed(x, batch_size))
+
+
+def load_encoder_dir(directory: Path) -> UserEncoder:
+    """UserEncoder.load, plus the stored alignment map when the artifact has one."""
+    encoder = UserEncoder.load(directory)
+    amap = AlignmentMap.load(directory)
+    return encoder if amap is None else AlignedEncoder(encoder, amap)
+
+
+def default_parent(settings: Settings) -> str | None:
+    """What `train` aligns to by default: the active batch, if any."""
+    from representation import batches
+    from userrep.db import session_scope
+
+    with session_scope(settings.metadata_db_url) as session:
+        active = batches.active_batch(session)
+        return active.batch_id if active is not None else None
+
+
+def _parent(settings: Settings, parent_id: str) -> tuple[UserEncoder, pd.Timestamp]:
+    from representation import batches
+    from userrep.db import session_scope
+
+    with session_scope(settings.metadata_db_url) as session:
+        row = batches.get_batch(session, parent_id)
+        art, as_of = Path(row.artifact_path), pd.Timestamp(row.as_of)
+    return load_encoder_dir(art), as_of
+
+
+def _fit_rows(settings: Settings, users: np.ndarray, parent_as_of: pd.Timestamp) -> np.ndarray:
+    """Row indices of users in both snapshots (a seeded sample above MAX_FIT_USERS)."""
+    from representation.features import snapshot_name
+
+    path = settings.paths.user_onboarding / snapshot_name(parent_as_of)
+    known = (
+        pd.read_parquet(path, columns=[C.USER_ID])[C.USER_ID].to_numpy() if path.exists() else users
+    )
+    rows = np.flatnonzero(np.isin(users, known))
+    if len(rows) > MAX_FIT_USERS:
+        rng = np.random.default_rng(settings.seed)
+        rows = np.sort(rng.choice(rows, MAX_FIT_USERS, replace=False))
+    return rows
+
+
+def align_new_batch(
+    settings: Settings,
+    parent_id: str,
+    art_dir: Path,
+    users: np.ndarray,
+    x: np.ndarray,
+    raw: UserEncoder,
+    with_scale: bool = True,
+) -> dict[str, Any]:
+    """Fit the new batch's map to parent_id on shared users, save align.npz, return the record."""
+    parent, parent_as_of = _parent(settings, parent_id)
+    if parent.extra.get("input_schema_hash") != raw.extra.get("input_schema_hash"):
+        raise ValueError(
+            f"batch {parent_id} reads another input layout: cannot align to it (--no-align)"
+        )
+    if parent.latent_dim != raw.latent_dim:
+        raise ValueError(
+            f"latent dims differ ({parent.latent_dim} vs {raw.latent_dim}): --no-align"
+        )
+    rows = _fit_rows(settings, users, parent_as_of)
+    if len(rows) <= raw.latent_dim:
+        raise ValueError(f"only {len(rows)} users shared with {parent_id}: too few to align")
+    amap, fit = fit_procrustes(raw.embed(x[rows]), parent.embed(x[rows]), with_scale)
+    sha = amap.save(art_dir)
+    log.info(
+        "aligned to %s on %d users: residual %.4f, variance explained %.4f",
+        parent_id,
+        len(rows),
+        fit["residual"],
+        fit["variance_explained"],
+    )
+    return {
+        "parent": parent_id,
+        "method": METHOD,
+        "scale": amap.scale,
+        "n_users": len(rows),
+        "file": ALIGN_FILE,
+        "sha256": sha,
+        **fit,
+    }

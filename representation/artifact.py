@@ -1,0 +1,134 @@
+"""Encoder artifacts: a trained autoencoder on disk (one per z_u batch) and the object that embeds.
+
+save_artifact writes portable files only (state_dict + JSON, no pickles) and returns their
+sha256 for the metadata DB; UserEncoder loads them for batch embedding and the NRT worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from representation.model import AutoencoderConfig, InputBlock, UserAutoencoder
+from representation.train import Normaliser, TrainResult
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the file layout or the meaning of a field changes
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+NORMALISER_FILE = "normaliser.json"
+METRICS_FILE = "metrics.json"
+ARTIFACT_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, NORMALISER_FILE)
+
+
+def input_schema_hash(feature_names: Sequence[str]) -> str:
+    """sha256 of the ordered input feature names: an encoder only accepts the layout it saw."""
+    return hashlib.sha256(json.dumps(list(feature_names)).encode()).hexdigest()
+
+
+def artifact_sha256(directory: Path) -> str:
+    """sha256 over the artifact files in sorted order (name and content of each)."""
+    digest = hashlib.sha256()
+    for name in sorted(ARTIFACT_FILES):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((Path(directory) / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def save_artifact(directory: Path, result: TrainResult, extra: dict | None = None) -> str:
+    """Write model.pt, config.json, normaliser.json, metrics.json; return artifact_sha256.
+
+    extra (JSON-able) is stored in config.json, typically the input feature names and their
+    input_schema_hash; the hash is added when only the names are given.
+    """
+    extra = dict(extra or {})
+    if "feature_names" in extra:
+        extra.setdefault("input_schema_hash", input_schema_hash(extra["feature_names"]))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(result.model.state_dict(), directory / MODEL_FILE)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "autoencoder": asdict(result.config),
+        "train": asdict(result.train_config),
+        "blocks": [asdict(b) for b in result.blocks],
+        "extra": extra,
+    }
+    _write_json(directory / CONFIG_FILE, config)
+    _write_json(directory / NORMALISER_FILE, result.normaliser.to_dict())
+    _write_json(directory / METRICS_FILE, result.metrics)
+    sha = artifact_sha256(directory)
+    log.info("saved encoder artifact %s (sha256 %s)", directory, sha[:12])
+    return sha
+
+
+class UserEncoder:
+    """Inference side of a batch: raw input rows (NaN = missing) -> z_u, deterministic."""
+
+    def __init__(
+        self,
+        model: UserAutoencoder,
+        normaliser: Normaliser,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.model = model.eval()
+        self.normaliser = normaliser
+        self.config: AutoencoderConfig = model.config
+        self.blocks: tuple[InputBlock, ...] = model.blocks
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    @classmethod
+    def from_result(cls, result: TrainResult, extra: dict | None = None) -> UserEncoder:
+        """Embed straight from a training run, exactly as the saved artifact would."""
+        return cls(result.model, result.normaliser, extra)
+
+    @classmethod
+    def load(cls, directory: Path, expected_sha256: str | None = None) -> UserEncoder:
+        """Load an artifact; with expected_sha256, refuse files that changed since saving."""
+        directory = Path(directory)
+        if expected_sha256 is not None and artifact_sha256(directory) != expected_sha256:
+            raise ValueError(f"artifact {directory} does not match its recorded sha256")
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported artifact format {config.get('format_version')}")
+        blocks = [InputBlock(**b) for b in config["blocks"]]
+        model = UserAutoencoder(AutoencoderConfig(**config["autoencoder"]), blocks)
+        state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        normaliser = Normaliser.from_dict(json.loads((directory / NORMALISER_FILE).read_text()))
+        return cls(model, normaliser, config.get("extra"))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def embed(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """(n, input_dim) raw features, NaN = missing -> (n, latent_dim) float32 z_u.
+
+        Bit-for-bit reproducible for the same input, batch_size and torch thread count. Small
+        batches are faster on CPU: their buffers are reused instead of page-faulted afresh.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.config.input_dim:
+            raise ValueError(f"expected (n, {self.config.input_dim}) input, got {x.shape}")
+        out = np.empty((len(x), self.latent_dim), dtype=np.float32)
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                xs = self.normaliser.transform(x[start : start + batch_size])  # (b, input_dim)
+                z = self.model.encode(torch.from_numpy(xs))  # (b, latent_dim)
+                out[start : start + len(z)] = z.numpy()
+        return out

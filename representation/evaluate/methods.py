@@ -1,0 +1,194 @@
+"""User-vector methods scored by the protocol: the baselines beside z_u, behind one interface.
+
+Each method is fitted on the history part of a Split and then embeds any set of users from
+their (possibly reduced, for cold start) history events. `make_method(name)` picks one by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from representation.encoders import EncoderConfig, collaborative_vectors
+from representation.evaluate.protocol import Split, user_item_matrix
+
+log = logging.getLogger(__name__)
+
+UserVectors: TypeAlias = np.ndarray | sp.csr_matrix  # (n_users, dim); tf-idf stays sparse
+
+
+@dataclass
+class Context:
+    """What every method may read: the split, its seed and the shared item encoders."""
+
+    split: Split
+    collab: np.ndarray  # (n_items, 64) PPMI-SVD item vectors fitted on history (split.item_ids)
+    collab_seconds: float  # time to fit them: charged to every method that uses them
+    extras: dict[str, object] = field(default_factory=dict)  # e.g. content vectors for z_u
+
+    @property
+    def seed(self) -> int:
+        return self.split.seed
+
+    def matrix(
+        self, user_ids: np.ndarray, events: pd.DataFrame, binary: bool = False
+    ) -> sp.csr_matrix:
+        return user_item_matrix(events, user_ids, self.split.item_ids, binary)
+
+
+def make_context(split: Split) -> Context:
+    """Fit the collaborative item encoder (the platform's PPMI-SVD) on history events only."""
+    t0 = time.perf_counter()
+    collab = collaborative_vectors(split.history, split.item_ids, EncoderConfig(seed=split.seed))
+    return Context(split, collab, time.perf_counter() - t0)
+
+
+class Method(Protocol):
+    """fit on the history of all eligible users; embed users from the events given."""
+
+    name: str
+    shared_s: float  # fit time of shared work done before fit (charged to this method too)
+
+    def fit(self, ctx: Context) -> None: ...
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors: ...
+
+
+class TfIdf:
+    """Raw multi-hot of history items, idf-weighted and L2-normalised (sparse)."""
+
+    name, shared_s = "raw multi-hot (tf-idf)", 0.0
+
+    def fit(self, ctx: Context) -> None:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        self.tfidf = TfidfTransformer().fit(ctx.split.hist > 0)
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        return sp.csr_matrix(self.tfidf.transform(ctx.matrix(user_ids, events, binary=True)))
+
+
+class TruncatedSvd(TfIdf):
+    """64 components of truncated SVD of the tf-idf multi-hot."""
+
+    name = "truncated SVD (64)"
+
+    def fit(self, ctx: Context) -> None:
+        from sklearn.decomposition import TruncatedSVD
+
+        super().fit(ctx)
+        self.svd = TruncatedSVD(64, random_state=ctx.seed).fit(
+            super().embed(ctx, ctx.split.user_ids, ctx.split.history)
+        )
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        return self.svd.transform(super().embed(ctx, user_ids, events)).astype(np.float32)
+
+
+class Als:
+    """implicit ALS (64 factors) on log(1 + weight); users folded in by one least-squares step."""
+
+    name, shared_s = "implicit ALS (64)", 0.0
+
+    def _weights(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> sp.csr_matrix:
+        m = ctx.matrix(user_ids, events).astype(np.float32)
+        m.data = np.log1p(np.maximum(m.data, 0.0))
+        return m
+
+    def fit(self, ctx: Context) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit's advice: BLAS threads fight its own
+            self.model = AlternatingLeastSquares(
+                factors=64, regularization=0.05, iterations=15, num_threads=1, random_state=ctx.seed
+            )
+            self.model.fit(
+                self._weights(ctx, ctx.split.user_ids, ctx.split.history), show_progress=False
+            )
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        rows = self._weights(ctx, user_ids, events)
+        return np.asarray(self.model.recalculate_user(np.arange(len(user_ids)), rows), np.float32)
+
+
+class PpmiMean:
+    """The log(1 + weight)-weighted mean of the users' PPMI-SVD item vectors."""
+
+    name, shared_s = "mean of PPMI-SVD item vectors", 0.0
+
+    def fit(self, ctx: Context) -> None:
+        self.shared_s = ctx.collab_seconds  # the platform's PPMI-SVD encoder, fitted once
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        m = ctx.matrix(user_ids, events)
+        m.data = np.log1p(np.maximum(m.data, 0.0))
+        total = np.asarray(m.sum(axis=1)).ravel()
+        return ((m @ ctx.collab) / np.maximum(total, 1e-12)[:, None]).astype(np.float32)
+
+
+class Popularity:
+    """No user vector: the GBDT probe ranks by history popularity, the linear probe is 0.5."""
+
+    name, shared_s = "popularity", 0.0
+
+    def fit(self, ctx: Context) -> None:
+        pass
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        return np.zeros((len(user_ids), 0), np.float32)
+
+
+class RandomVectors:
+    """64 gaussian coordinates per user: the floor every method has to clear."""
+
+    name, shared_s = "random", 0.0
+
+    def fit(self, ctx: Context) -> None:
+        pass
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        seeds = np.asarray(user_ids, np.int64) * 1_000 + ctx.seed
+        return np.stack([np.random.default_rng(s).standard_normal(64) for s in seeds]).astype(
+            np.float32
+        )
+
+
+def _mult_vae() -> Method:
+    from representation.evaluate.multvae import MultVae
+
+    return MultVae()
+
+
+def _zu(recipe: str) -> Method:
+    from representation.evaluate.zu import ZuMethod
+
+    return ZuMethod(recipe)
+
+
+BASELINES = ("tfidf", "svd", "als", "ppmi-mean", "mult-vae", "popularity", "random")
+FACTORIES: dict[str, Callable[[], Method]] = {
+    "tfidf": TfIdf,
+    "svd": TruncatedSvd,
+    "als": Als,
+    "ppmi-mean": PpmiMean,
+    "mult-vae": _mult_vae,
+    "popularity": Popularity,
+    "random": RandomVectors,
+}
+
+
+def make_method(key: str) -> Method:
+    """A method by key: one of BASELINES, "z_u" (the platform recipe) or "z_u:<recipe>"."""
+    if key == "z_u" or key.startswith("z_u:"):
+        return _zu(key.partition(":")[2] or "platform")
+    if key not in FACTORIES:
+        raise ValueError(f"unknown method {key!r}: z_u, z_u:<recipe> or one of {BASELINES}")
+    return FACTORIES[key]()

@@ -1,0 +1,175 @@
+"""Probes: fixed, cheap models fitted on probe-train users' vectors and scored on probe-test
+users (DESIGN.md, "Representation quality: the bar"). Each returns a flat dict of metrics.
+
+linear: one logistic regression per candidate item, mean ROC-AUC on future consumption (also
+on cold-start vectors); gbdt: one LightGBM over (user vector, item popularity, item PPMI-SVD
+vector) pairs, pooled AUC, Recall@10, NDCG@10. genre: dominant future genre / tag (accuracy, macro-F1); similar: friends vs
+random pairs (ROC-AUC) or planted-cluster purity@10.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import StandardScaler
+
+from downstream.metrics import auc, ranking_metrics
+from downstream.models import make_model
+from representation.evaluate.methods import UserVectors
+from representation.evaluate.protocol import Split
+from userrep import columns as C
+
+log = logging.getLogger(__name__)
+LINEAR_C = 1.0  # inverse L2 strength of every logistic probe: sklearn's default, as in DESIGN
+N_GENRES = 20  # genre probe classes: the most consumed genres / tags in history
+PURITY_K = 10
+
+
+def _scaled(train: UserVectors, *others: UserVectors) -> list[UserVectors]:
+    """Standardise dense vectors on the train rows; sparse (tf-idf) ones are left as they are."""
+    if sp.issparse(train):
+        return [train, *others]
+    scaler = StandardScaler().fit(train)
+    return [scaler.transform(v).astype(np.float32) for v in (train, *others)]
+
+
+def linear_probe(split: Split, vectors: UserVectors) -> float:
+    """Mean per-item ROC-AUC over the candidate items (fitted on probe-train users' vectors)."""
+    if vectors.shape[1] == 0:  # no user vector: constant scores
+        return 0.5
+    y, mask = split.labels(), split.pair_mask()  # (users, candidates)
+    tr, te = np.flatnonzero(split.train), np.flatnonzero(split.test)
+    x_tr, x_te = _scaled(vectors[tr], vectors[te])
+    aucs = []
+    for j in range(len(split.candidates)):
+        rows, test_rows = tr[mask[tr, j]], te[mask[te, j]]
+        if len(np.unique(y[rows, j])) < 2 or len(np.unique(y[test_rows, j])) < 2:
+            continue
+        model = LogisticRegression(C=LINEAR_C, max_iter=200)
+        model.fit(x_tr[mask[tr, j]], y[rows, j])
+        aucs.append(auc(y[test_rows, j], model.decision_function(x_te[mask[te, j]])))
+    return float(np.mean(aucs))
+
+
+def item_features(split: Split, collab: np.ndarray) -> np.ndarray:
+    """(candidates, 1 + dim): log(1 + history users of the item), its PPMI-SVD vector."""
+    pop = np.asarray((split.hist[:, split.candidates] > 0).sum(axis=0)).ravel()
+    return np.hstack([np.log1p(pop)[:, None], collab[split.candidates]]).astype(np.float32)
+
+
+def _pairs(vectors: UserVectors, items: np.ndarray, u: np.ndarray, j: np.ndarray) -> UserVectors:
+    if sp.issparse(vectors):
+        return sp.hstack([vectors[u], sp.csr_matrix(items[j])], format="csr")
+    return np.hstack([vectors[u], items[j]])
+
+
+def gbdt_probe(split: Split, vectors: UserVectors, collab: np.ndarray) -> dict[str, float]:
+    """One LightGBM on (user, candidate) pairs of probe-train users; pooled metrics on test."""
+    y, items = split.labels(), item_features(split, collab)
+    u, j = np.nonzero(split.pair_mask())  # scored pairs, row-major: grouped by user
+    ut, jt = u[split.test[u]], j[split.test[u]]
+    if vectors.shape[1] == 0:  # popularity: rank by history popularity, no model
+        return pair_metrics(split, ut, jt, y[ut, jt], items[jt, 0])
+    val_user = np.random.default_rng([split.seed, 10]).random(len(split.user_ids)) < 0.1
+    fit = split.train[u] & ~val_user[u]
+    val = split.train[u] & val_user[u]
+    model = make_model("lightgbm", seed=split.seed).fit(
+        _pairs(vectors, items, u[fit], j[fit]),
+        y[u[fit], j[fit]],
+        _pairs(vectors, items, u[val], j[val]),
+        y[u[val], j[val]],
+    )
+    scores = model.predict_proba(_pairs(vectors, items, ut, jt))
+    return pair_metrics(split, ut, jt, y[ut, jt], scores)
+
+
+def pair_metrics(
+    split: Split, u: np.ndarray, j: np.ndarray, y: np.ndarray, scores: np.ndarray
+) -> dict[str, float]:
+    """Pooled AUC over the scored pairs; Recall / NDCG@10 ranking each user's unseen candidates."""
+    unseen = split.unseen()[u, j]
+    m = ranking_metrics(split.user_ids[u[unseen]], y[unseen], scores[unseen], k=10)
+    return {"gbdt_auc": auc(y, scores), "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"]}
+
+
+def genre_targets(split: Split) -> tuple[np.ndarray, list[str]]:
+    """Per user, the genre / tag most present among their future items (-1: none), and names."""
+    items = split.data.items.set_index(C.ITEM_ID)[C.GENRES].reindex(split.item_ids).fillna("")
+    lists = [[g for g in s.split("|") if g] for s in items]
+    names = sorted({g for lst in lists for g in lst})
+    if not names:
+        return np.full(len(split.user_ids), -1), []
+    index = {g: k for k, g in enumerate(names)}
+    rows = np.repeat(np.arange(len(lists)), [len(lst) for lst in lists])
+    cols = np.array([index[g] for lst in lists for g in lst], np.int64)
+    genre = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(lists), len(names)))
+    top = np.argsort(-np.asarray(((split.hist > 0) @ genre).sum(axis=0)).ravel(), kind="stable")
+    top = top[:N_GENRES]  # the most consumed genres, most consumed first
+    counts = np.asarray(((split.fut > 0) @ genre[:, top]).todense())  # (users, top)
+    target = np.where(counts.max(axis=1) > 0, counts.argmax(axis=1), -1)
+    return target, [names[k] for k in top]
+
+
+def genre_probe(split: Split, warm: UserVectors) -> dict[str, float]:
+    """Multinomial logistic regression from the user vector to the dominant future genre."""
+    target, names = genre_targets(split)
+    tr = np.flatnonzero(split.train & (target >= 0))
+    te = np.flatnonzero(split.test & (target >= 0))
+    if not names or warm.shape[1] == 0 or len(np.unique(target[tr])) < 2:
+        return {"genre_acc": float("nan"), "genre_f1": float("nan")}
+    x_tr, x_te = _scaled(warm[tr], warm[te])
+    pred = LogisticRegression(C=LINEAR_C, max_iter=500).fit(x_tr, target[tr]).predict(x_te)
+    return {
+        "genre_acc": float((pred == target[te]).mean()),
+        "genre_f1": float(f1_score(target[te], pred, average="macro")),
+    }
+
+
+def _unit(v: UserVectors) -> np.ndarray:
+    x = np.asarray(v.todense() if sp.issparse(v) else v, np.float64)  # type: ignore[union-attr]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def similar_probe(split: Split, warm: UserVectors) -> dict[str, float]:
+    """Friends vs random pairs (ROC-AUC of cosine) or planted-cluster purity@10."""
+    data = split.data
+    if warm.shape[1] == 0 or (data.friends is None and data.clusters is None):
+        return {}
+    x = _unit(warm)
+    if data.clusters is not None:
+        cluster = data.clusters.reindex(split.user_ids).to_numpy()
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        nn = np.argpartition(-sims, PURITY_K, axis=1)[:, :PURITY_K]
+        return {"similar": float((cluster[nn] == cluster[:, None]).mean())}
+    return {"similar": _friends_auc(split, x)}
+
+
+def _friends_auc(split: Split, x: np.ndarray) -> float:
+    f = split.data.friends
+    assert f is not None
+    a = np.searchsorted(split.user_ids, f[C.USER_ID].to_numpy())
+    b = np.searchsorted(split.user_ids, f[C.FRIEND_ID].to_numpy())
+    a, b = np.minimum(a, len(split.user_ids) - 1), np.minimum(b, len(split.user_ids) - 1)
+    ok = (
+        (split.user_ids[a] == f[C.USER_ID].to_numpy())
+        & (split.user_ids[b] == f[C.FRIEND_ID].to_numpy())
+        & (a < b)
+    )
+    a, b = a[ok], b[ok]
+    rng = np.random.default_rng([split.seed, 20])
+    ra, rb = rng.integers(len(x), size=(2, 2 * len(a)))
+    friends = set(zip(a.tolist(), b.tolist(), strict=True))
+    keep = np.array(
+        [
+            p != q and (min(p, q), max(p, q)) not in friends
+            for p, q in zip(ra.tolist(), rb.tolist(), strict=True)
+        ]
+    )
+    ra, rb = ra[keep][: len(a)], rb[keep][: len(a)]
+    sims = np.concatenate([(x[a] * x[b]).sum(axis=1), (x[ra] * x[rb]).sum(axis=1)])
+    return auc(np.r_[np.ones(len(a)), np.zeros(len(ra))], sims)

@@ -1,0 +1,176 @@
+"""The fixed evaluation protocol: data set -> eligible users, per-user history / future split,
+probe train / test users, candidate items and the (user, item) label matrices every probe reads.
+
+Nothing here looks at user vectors; every method is scored on the same `Split`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from userrep import columns as C
+from userrep.data import synthetic
+from userrep.data.loaders import load_dataset
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("synthetic", "movielens-100k", "lastfm-2k")
+# how each data set's history is cut: by time where times are real, at random where made up
+SPLIT_BY_TIME = {"synthetic": True, "movielens-100k": True, "lastfm-2k": False}
+# small enough for tests and CI, big enough for a 200-item linear probe
+SYNTHETIC = synthetic.SyntheticConfig(
+    n_users=1500, n_items=800, n_artists=160, n_clusters=8, events_per_user=40, seed=11
+)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The protocol's knobs (DESIGN.md, "Representation quality: the bar")."""
+
+    min_events: int = 10  # users with fewer events are left out
+    history_fraction: float = 0.8  # first 80% of a user's events (by time, or random) = history
+    probe_train_fraction: float = 0.7  # users the probes are fitted on; the rest score them
+    n_items: int = 200  # most popular history items: the linear probe's targets, GBDT candidates
+    cold_events: int = 3  # cold start: a test user reduced to onboarding + first N history events
+    # False (DESIGN's protocol): the probes fit and score every (user, candidate) pair, items
+    # already in the history included (label 0 unless consumed again); rankings always skip them
+    exclude_seen: bool = False
+
+
+@dataclass
+class EvalData:
+    """A data set in canonical frames (userrep.columns), plus planted truth where there is one."""
+
+    name: str
+    events: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    friends: pd.DataFrame | None = None
+    clusters: pd.Series | None = None  # user_id -> planted cluster (synthetic only)
+
+
+@dataclass
+class Split:
+    """One seed of the protocol. Rows of every matrix follow `user_ids`, columns `item_ids`."""
+
+    data: EvalData
+    seed: int
+    user_ids: np.ndarray  # (n_users,) eligible users, sorted
+    item_ids: np.ndarray  # (n_items,) catalog, sorted
+    history: pd.DataFrame  # events of the history part
+    future: pd.DataFrame  # events of the future part
+    train: np.ndarray  # (n_users,) bool: probe-train users; the others are probe-test
+    hist: sp.csr_matrix  # (n_users, n_items) summed history weights
+    fut: sp.csr_matrix  # (n_users, n_items) 1 where the item is consumed in the future
+    candidates: np.ndarray  # (n_candidates,) column positions of the most popular history items
+    protocol: ProtocolConfig
+
+    @property
+    def test(self) -> np.ndarray:
+        return ~self.train
+
+    def unseen(self) -> np.ndarray:
+        """(n_users, n_candidates) True where the candidate is not in the user's history."""
+        return np.asarray(self.hist[:, self.candidates].todense() == 0)
+
+    def pair_mask(self) -> np.ndarray:
+        """(n_users, n_candidates) True where the probes fit and score a pair."""
+        if self.protocol.exclude_seen:
+            return self.unseen()
+        return np.ones((len(self.user_ids), len(self.candidates)), bool)
+
+    def labels(self) -> np.ndarray:
+        """(n_users, n_candidates) 0/1 future consumption of the candidate items."""
+        return np.asarray(self.fut[:, self.candidates].todense() > 0, np.int8)
+
+
+def load_eval_data(name: str) -> EvalData:
+    """One of DATASETS; the real ones come from dataset_dir() and raise if absent."""
+    if name == "synthetic":
+        world = synthetic.generate(SYNTHETIC)
+        clusters = world.user_truth.set_index(C.USER_ID)[C.CLUSTER]
+        return EvalData(name, world.events, world.users, world.items, None, clusters)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
+    d = load_dataset(name)
+    return EvalData(name, d.events, d.users, d.items, d.friends)
+
+
+def _history_rank(events: pd.DataFrame, by_time: bool, seed: int) -> np.ndarray:
+    """Each event's position in its user's history order: by time, or a seeded shuffle."""
+    key = events[C.TS].to_numpy() if by_time else np.random.default_rng(seed).random(len(events))
+    order = np.lexsort((events[C.EVENT_ID].to_numpy(), key, events[C.USER_ID].to_numpy()))
+    ranked = events[C.USER_ID].to_numpy()[order]
+    pos = np.empty(len(events), np.int64)
+    pos[order] = pd.Series(ranked).groupby(ranked).cumcount().to_numpy()
+    return pos
+
+
+def split_events(
+    events: pd.DataFrame, by_time: bool, cfg: ProtocolConfig, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, future) of the users with >= min_events: the first 80% of each user's events."""
+    n = events.groupby(C.USER_ID)[C.USER_ID].transform("size").to_numpy()
+    events = events[n >= cfg.min_events].reset_index(drop=True)
+    n = n[n >= cfg.min_events]
+    in_hist = _history_rank(events, by_time, seed) < np.floor(cfg.history_fraction * n)
+    return events[in_hist].reset_index(drop=True), events[~in_hist].reset_index(drop=True)
+
+
+def user_item_matrix(
+    events: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, binary: bool = False
+) -> sp.csr_matrix:
+    """(users, items) summed weights (or 1s) of the events; unknown users / items dropped."""
+    u = np.searchsorted(user_ids, events[C.USER_ID].to_numpy())
+    i = np.searchsorted(item_ids, events[C.ITEM_ID].to_numpy())
+    u, i = np.minimum(u, len(user_ids) - 1), np.minimum(i, len(item_ids) - 1)
+    ok = (user_ids[u] == events[C.USER_ID].to_numpy()) & (
+        item_ids[i] == events[C.ITEM_ID].to_numpy()
+    )
+    w = np.ones(ok.sum()) if binary else events[C.WEIGHT].fillna(1.0).to_numpy(np.float64)[ok]
+    m = sp.csr_matrix((w, (u[ok], i[ok])), shape=(len(user_ids), len(item_ids)))
+    m.sum_duplicates()
+    if binary:
+        m.data[:] = 1.0
+    return m
+
+
+def make_split(data: EvalData, seed: int, cfg: ProtocolConfig | None = None) -> Split:
+    """The protocol's split for one seed: history / future per user, probe users, candidates."""
+    cfg = cfg or ProtocolConfig()
+    history, future = split_events(data.events, SPLIT_BY_TIME[data.name], cfg, seed)
+    user_ids = np.unique(history[C.USER_ID].to_numpy(np.int64))
+    item_ids = np.union1d(
+        data.items[C.ITEM_ID].to_numpy(np.int64), data.events[C.ITEM_ID].to_numpy(np.int64)
+    )
+    rng = np.random.default_rng([seed, 70])
+    train = np.zeros(len(user_ids), bool)
+    train[
+        rng.permutation(len(user_ids))[: int(round(cfg.probe_train_fraction * len(user_ids)))]
+    ] = True
+    hist = user_item_matrix(history, user_ids, item_ids)
+    fut = user_item_matrix(future, user_ids, item_ids, binary=True)
+    n_users_per_item = np.asarray((hist > 0).sum(axis=0)).ravel()
+    candidates = np.sort(np.argsort(-n_users_per_item, kind="stable")[: cfg.n_items])
+    log.info(
+        "%s seed %d: %d users (%d probe-train), %d history / %d future events",
+        data.name,
+        seed,
+        len(user_ids),
+        train.sum(),
+        len(history),
+        len(future),
+    )
+    return Split(data, seed, user_ids, item_ids, history, future, train, hist, fut, candidates, cfg)
+
+
+def cold_history(split: Split, cfg: ProtocolConfig | None = None) -> pd.DataFrame:
+    """Every user's first `cold_events` history events (by time): the cold-start inputs."""
+    cfg = cfg or split.protocol
+    h = split.history.sort_values([C.USER_ID, C.TS, C.EVENT_ID])
+    return h.groupby(C.USER_ID).head(cfg.cold_events).reset_index(drop=True)

@@ -1,0 +1,188 @@
+"""Render an EvalRun: markdown tables (one per seed, the mean over seeds with the seed-to-seed
+spread, ablation decrements), the same as a self-contained HTML page, and JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from representation.evaluate.runner import EvalRun, MethodRun
+
+# (metric key, column header); every metric is higher-is-better
+COLUMNS = (
+    ("linear_auc", "linear AUC"),
+    ("gbdt_auc", "GBDT AUC"),
+    ("recall@10", "GBDT R@10"),
+    ("ndcg@10", "GBDT NDCG@10"),
+    ("genre_acc", "genre acc"),
+    ("genre_f1", "genre F1"),
+    ("similar", "similar users"),
+    ("cold_linear_auc", "cold linear AUC"),
+)
+SIMILAR = {"lastfm-2k": "friends AUC", "synthetic": "cluster purity@10"}
+Row = tuple[str, dict[str, float], str]  # (method, metrics, extra cells: dim, times)
+
+
+def _present(runs: Sequence[MethodRun]) -> list[tuple[str, str]]:
+    keys = {k for r in runs for k, v in r.metrics.items() if not math.isnan(v)}
+    return [(k, h) for k, h in COLUMNS if k in keys]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def _table(
+    rows: list[Row],
+    cols: list[tuple[str, str]],
+    extra: str,
+    spread: dict[str, dict[str, float]] | None = None,
+) -> list[list[str]]:
+    """Header + rows of cells; the best value of each column in **bold**."""
+    best = {
+        k: max((m[k] for _, m, _ in rows if not math.isnan(m.get(k, math.nan))), default=math.nan)
+        for k, _ in cols
+    }
+    out = [["method", *[h for _, h in cols], *extra.split("|")]]
+    for name, m, cells in rows:
+        line = [name]
+        for k, _ in cols:
+            cell = _fmt(m.get(k))
+            if spread and not math.isnan(spread[name].get(k, math.nan)):
+                cell += f" ±{spread[name][k]:.3f}"
+            line.append(f"**{cell}**" if m.get(k) == best[k] else cell)
+        out.append(line + cells.split("|"))
+    return out
+
+
+def _markdown(cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells[1:]])
+
+
+def _seed_rows(runs: Sequence[MethodRun]) -> list[Row]:
+    return [(r.name, r.metrics, f"{r.dim}|{r.fit_s:.1f}|{r.embed_s:.2f}") for r in runs]
+
+
+def _mean_rows(runs: Sequence[MethodRun]) -> tuple[list[Row], dict[str, dict[str, float]]]:
+    """Mean over seeds per method, and half the max-min spread (the noise shown as ±)."""
+    rows, spread = [], {}
+    for name in dict.fromkeys(r.name for r in runs):
+        mine = [r for r in runs if r.name == name]
+        keys = {k for r in mine for k in r.metrics}
+        vals = {k: [r.metrics.get(k, math.nan) for r in mine] for k in keys}
+        rows.append(
+            (
+                name,
+                {k: sum(v) / len(v) for k, v in vals.items()},
+                f"{mine[0].dim}|{sum(r.fit_s for r in mine) / len(mine):.1f}|"
+                f"{sum(r.embed_s for r in mine) / len(mine):.2f}",
+            )
+        )
+        spread[name] = {k: (max(v) - min(v)) / 2 for k, v in vals.items()}
+    return rows, spread
+
+
+def _ablation_rows(run: EvalRun) -> list[Row]:
+    """Each ablation as its decrement from the full z_u of the same seed (negative = worse)."""
+    full = {r.seed: r.metrics for r in run.runs if r.key == "z_u"}
+    rows = []
+    for a in run.ablations:
+        base = full.get(a.seed, {})
+        delta = {k: v - base.get(k, math.nan) for k, v in a.metrics.items()}
+        rows.append((f"{a.name} (seed {a.seed})", delta, f"{a.dim}|{a.fit_s:.1f}|{a.embed_s:.2f}"))
+    return rows
+
+
+def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
+    """(title, note, table cells) in report order."""
+    cols = [
+        (k, SIMILAR.get(run.dataset, h) if k == "similar" else h) for k, h in _present(run.runs)
+    ]
+    extra = "dim|fit s|embed s"
+    out = []
+    if len(run.seeds) > 1:
+        rows, spread = _mean_rows(run.runs)
+        out.append(
+            (
+                "Mean over seeds",
+                "± is half the seed-to-seed spread: the noise.",
+                _table(rows, cols, extra, spread),
+            )
+        )
+    for seed in run.seeds:
+        runs = [r for r in run.runs if r.seed == seed]
+        out.append((f"Seed {seed}", _split_note(run, seed), _table(_seed_rows(runs), cols, extra)))
+    if run.ablations:
+        note = "Change from the full z_u of the same seed (negative = the block helps)."
+        cells = _table(_ablation_rows(run), cols, extra)
+        out.append(("Ablations", note, [[c.replace("**", "") for c in r] for r in cells]))
+    return out
+
+
+def _split_note(run: EvalRun, seed: int) -> str:
+    i = run.split_info.get(seed, {})
+    return (
+        f"{i.get('users')} users ({i.get('probe_train')} probe-train / "
+        f"{i.get('probe_test')} probe-test), {i.get('history_events')} history / "
+        f"{i.get('future_events')} future events, {i.get('candidates')} candidate items."
+    )
+
+
+def header(run: EvalRun) -> list[str]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return [
+        f"command: `{run.command}`",
+        f"dataset: {run.dataset}; seeds: {', '.join(map(str, run.seeds))}; "
+        f"protocol: {json.dumps(asdict(run.protocol))}",
+        f"wall time: {run.wall_s:.0f} s on {os.cpu_count()} cores (load average {load:.1f})",
+    ]
+
+
+def to_markdown(run: EvalRun) -> str:
+    parts = [f"## userrep evaluate: {run.dataset}", "", *[f"- {h}" for h in header(run)]]
+    for title, note, cells in sections(run):
+        parts += ["", f"### {title}", "", note, "", _markdown(cells)]
+    return "\n".join(parts) + "\n"
+
+
+def _html_cell(text: str, tag: str) -> str:
+    if text.startswith("**"):
+        return f"<{tag}><b>{html.escape(text.strip('*'))}</b></{tag}>"
+    return f"<{tag}>{html.escape(text)}</{tag}>"
+
+
+def to_html(run: EvalRun) -> str:
+    """A self-contained page: the same tables, no scripts, no external assets."""
+    body = [f"<h2>userrep evaluate: {html.escape(run.dataset)}</h2><ul>"]
+    body += [f"<li>{html.escape(h)}</li>" for h in header(run)] + ["</ul>"]
+    for title, note, cells in sections(run):
+        body += [f"<h3>{html.escape(title)}</h3><p>{html.escape(note)}</p><table>"]
+        body.append("<tr>" + "".join(_html_cell(c, "th") for c in cells[0]) + "</tr>")
+        body += ["<tr>" + "".join(_html_cell(c, "td") for c in r) + "</tr>" for r in cells[1:]]
+        body.append("</table>")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>userrep evaluate"
+        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write(run: EvalRun, out: Path) -> list[Path]:
+    """report.md, report.html and results.json under out."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.md", out / "report.html", out / "results.json"]
+    files[0].write_text(to_markdown(run))
+    files[1].write_text(to_html(run))
+    files[2].write_text(json.dumps(asdict(run), indent=2, default=str) + "\n")
+    return files

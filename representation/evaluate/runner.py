@@ -1,0 +1,133 @@
+"""Run the protocol: for each seed, split once, fit and embed every method (timed), score every
+probe, and run the requested ablations of z_u; `evaluate()` is what `userrep evaluate` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from representation.evaluate import probes
+from representation.evaluate.methods import BASELINES, Method, make_context, make_method
+from representation.evaluate.protocol import (
+    EvalData,
+    ProtocolConfig,
+    Split,
+    cold_history,
+    load_eval_data,
+    make_split,
+)
+from representation.evaluate.zu import RECIPES, TEXT_CACHE, ZuMethod
+
+log = logging.getLogger(__name__)
+DEFAULT_METHODS = ("z_u", "z_u:identity", *BASELINES)
+
+
+@dataclass
+class MethodRun:
+    """One method on one seed: its scores and what it cost."""
+
+    key: str
+    name: str
+    seed: int
+    dim: int
+    fit_s: float  # fitting, including any item encoder it needs
+    embed_s: float  # embedding every eligible user from history
+    metrics: dict[str, float]
+
+
+@dataclass
+class EvalRun:
+    """Everything one `userrep evaluate` produced (what the report renders)."""
+
+    dataset: str
+    command: str
+    seeds: list[int]
+    protocol: ProtocolConfig
+    split_info: dict[int, dict[str, int]] = field(default_factory=dict)
+    runs: list[MethodRun] = field(default_factory=list)
+    ablations: list[MethodRun] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def score(split: Split, warm, cold, collab: np.ndarray) -> dict[str, float]:
+    """Every probe on one method's vectors; the linear probe again on cold-start vectors."""
+    out = {"linear_auc": probes.linear_probe(split, warm)}
+    out |= probes.gbdt_probe(split, warm, collab)
+    out |= probes.genre_probe(split, warm)
+    out |= probes.similar_probe(split, warm)
+    return out | {"cold_linear_auc": probes.linear_probe(split, cold)}
+
+
+def run_method(split: Split, ctx, key: str, method: Method | None = None) -> MethodRun:
+    """Fit, embed (timed) and score one method; cold-start vectors from cold_history()."""
+    method = method or make_method(key)
+    t0 = time.perf_counter()
+    method.fit(ctx)
+    fit_s = time.perf_counter() - t0 + method.shared_s
+    t1 = time.perf_counter()
+    warm = method.embed(ctx, split.user_ids, split.history)
+    embed_s = time.perf_counter() - t1
+    cold = method.embed(ctx, split.user_ids, cold_history(split))
+    metrics = score(split, warm, cold, ctx.collab)
+    log.info(
+        "%s seed %d: %s (fit %.1fs, embed %.1fs)",
+        method.name,
+        split.seed,
+        {k: round(v, 3) for k, v in metrics.items()},
+        fit_s,
+        embed_s,
+    )
+    return MethodRun(key, method.name, split.seed, warm.shape[1], fit_s, embed_s, metrics)
+
+
+def evaluate(
+    dataset: str | EvalData,
+    seeds: Sequence[int] = (0,),
+    methods: Sequence[str] = DEFAULT_METHODS,
+    ablate: Sequence[str] = (),
+    text_cache: Path | None = None,
+    protocol: ProtocolConfig | None = None,
+    command: str = "",
+    threads: int = 1,
+    on_step: Callable[[str], None] | None = None,
+) -> EvalRun:
+    """The whole protocol on one data set; ablations drop one switch each from z_u's input."""
+    t0 = time.perf_counter()
+    protocol = protocol or ProtocolConfig()
+    torch.set_num_threads(threads)
+    data = load_eval_data(dataset) if isinstance(dataset, str) else dataset
+    run = EvalRun(data.name, command, list(seeds), protocol)
+    for seed in seeds:
+        split = make_split(data, seed, protocol)
+        run.split_info[seed] = _split_info(split)
+        ctx = make_context(split)
+        ctx.extras |= {TEXT_CACHE: text_cache or Path("text_cache.parquet")}
+        for key in methods:
+            run.runs.append(run_method(split, ctx, key))
+            if on_step:
+                on_step(key)
+        for switch in ablate:
+            recipe = RECIPES["platform"].without((switch,))
+            run.ablations.append(run_method(split, ctx, f"z_u - {switch}", ZuMethod(recipe)))
+            if on_step:
+                on_step(f"ablate {switch}")
+    run.wall_s = time.perf_counter() - t0
+    return run
+
+
+def _split_info(split: Split) -> dict[str, int]:
+    return {
+        "users": len(split.user_ids),
+        "probe_train": int(split.train.sum()),
+        "probe_test": int(split.test.sum()),
+        "history_events": len(split.history),
+        "future_events": len(split.future),
+        "candidates": len(split.candidates),
+    }

@@ -1,0 +1,130 @@
+"""z_u under the protocol: the platform's encoders, input features and autoencoder fitted on
+history events only, then used to embed warm and cold-start users; recipes and ablations.
+
+A recipe names the autoencoder / training settings (and, for prototypes, an input or target
+that the platform does not have yet); "platform" is exactly what `userrep train` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from representation.artifact import UserEncoder
+from representation.encoders import EncoderConfig, ItemVectors, TextEmbedder, build_item_vectors
+from representation.evaluate.inputs import ablate, input_matrix
+from representation.evaluate.methods import Context, UserVectors
+from representation.inputs import InputLayout
+from representation.model import AutoencoderConfig
+from representation.train import TrainConfig, train_autoencoder
+from userrep.columns import DEFAULT_HORIZONS
+
+if TYPE_CHECKING:
+    from representation.evaluate.hybrid import HybridEncoder
+
+log = logging.getLogger(__name__)
+TEXT_CACHE = "text_cache"  # Context.extras key: path of the MiniLM text cache
+ITEM_VECTORS = "item_vectors"  # Context.extras key: (ItemVectors, seconds to build them)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How z_u is built: autoencoder / training overrides and the prototype switches."""
+
+    name: str
+    model: dict = field(default_factory=dict)  # AutoencoderConfig overrides
+    train: dict = field(default_factory=dict)  # TrainConfig overrides
+    drop: tuple[str, ...] = ()  # ablated input blocks (see inputs.ABLATION_SWITCHES)
+    identity: dict | None = None  # prototype: item-identity block (hybrid.IdentityConfig)
+
+    def without(self, switches: tuple[str, ...]) -> Recipe:
+        return replace(self, name=f"{self.name} - {'+'.join(switches)}", drop=self.drop + switches)
+
+
+# "identity": the recipe this evaluation proposes (docs/quality.md): the platform's input and
+# masking, trained with small batches until early stopping, plus a linear item decoder that
+# reconstructs the history multi-hot (softmax NLL), so z_u keeps which items the user had
+PROPOSED_TRAIN = {"batch_size": 64, "epochs": 200, "patience": 15}
+RECIPES = {
+    "platform": Recipe("platform"),
+    "identity": Recipe(
+        "identity",
+        train=PROPOSED_TRAIN,
+        identity={"item_input": False, "item_hidden": 0, "item_weight": 0.05},
+    ),
+}
+
+
+def item_vectors(ctx: Context) -> tuple[ItemVectors, float]:
+    """Both modality encoders fitted on history events, built once per split (and timed)."""
+    if ITEM_VECTORS not in ctx.extras:
+        split, t0 = ctx.split, time.perf_counter()
+        cache = Path(str(ctx.extras.get(TEXT_CACHE, "text_cache.parquet")))
+        vecs = build_item_vectors(
+            split.history,
+            split.data.items,
+            split.data.users,
+            EncoderConfig(seed=ctx.seed),
+            TextEmbedder(cache),
+            "eval",
+        )
+        ctx.extras[ITEM_VECTORS] = (vecs, time.perf_counter() - t0)
+    return ctx.extras[ITEM_VECTORS]  # type: ignore[return-value]
+
+
+class ZuMethod:
+    """z_u as a Method (see methods.py): fit = encoders + features + autoencoder on history."""
+
+    shared_s = 0.0
+
+    def __init__(self, recipe: str | Recipe = "platform"):
+        self.recipe = recipe if isinstance(recipe, Recipe) else RECIPES[recipe]
+        self.name = "z_u" if self.recipe.name == "platform" else f"z_u [{self.recipe.name}]"
+        self.timings: dict[str, float] = {}
+        self.encoder: UserEncoder | HybridEncoder | None = None
+
+    def fit(self, ctx: Context) -> None:
+        split = ctx.split
+        cached = ITEM_VECTORS in ctx.extras
+        self.vecs, self.timings["encoders_s"] = item_vectors(ctx)
+        self.shared_s = self.timings["encoders_s"] if cached else 0.0  # built by an earlier run
+        self.layout = InputLayout(
+            tuple(h.name for h in DEFAULT_HORIZONS),
+            self.vecs.collab.shape[1],
+            self.vecs.content.shape[1],
+        )
+        self.cols, blocks = ablate(self.layout.blocks(), self.recipe.drop)
+        x = self.inputs(ctx, split.user_ids, split.history)  # (users, input_dim)
+        t1 = time.perf_counter()
+        cfg = AutoencoderConfig(input_dim=len(self.cols), **self.recipe.model)
+        tcfg = TrainConfig(**({"seed": ctx.seed} | self.recipe.train))
+        if self.recipe.identity is not None:
+            from representation.evaluate.hybrid import IdentityConfig, train_hybrid
+
+            ident = IdentityConfig(**self.recipe.identity)
+            self.encoder = train_hybrid(x, blocks, cfg, tcfg, ctx, split.history, ident)
+        else:
+            self.encoder = UserEncoder.from_result(train_autoencoder(x, blocks, cfg, tcfg))
+        self.timings["train_s"] = time.perf_counter() - t1
+        log.info(
+            "%s: input %d columns, trained in %.1fs", self.name, x.shape[1], self.timings["train_s"]
+        )
+
+    def inputs(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> np.ndarray:
+        """The (ablated) input rows of user_ids from their events, as of each last event."""
+        x = input_matrix(events, ctx.split.data.users, self.vecs, self.layout, user_ids)
+        return x[:, self.cols]
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        x = self.inputs(ctx, user_ids, events)
+        if self.encoder is None:
+            raise RuntimeError("fit() before embed()")
+        if isinstance(self.encoder, UserEncoder):
+            return self.encoder.embed(x)
+        return self.encoder.embed(x, ctx.matrix(user_ids, events, binary=True))

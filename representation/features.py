@@ -1,0 +1,278 @@
+"""Point-in-time user input features: per-horizon aggregates of events <= t (DuckDB SQL),
+averaged item vectors per modality, and onboarding signals; written as Feast snapshot files.
+
+Only events with ts <= as_of are read, so a snapshot at t can never see the future.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from representation.encoders import ItemVectors
+from userrep import columns as C
+from userrep.arrow import atomic_write_parquet, list_array
+from userrep.settings import WorkspacePaths
+
+log = logging.getLogger(__name__)
+
+GENDERS = ("f", "m", "x")  # + one "unknown" slot
+COUNTRY_BUCKETS = 8  # hashed one-hot: keeps demo_vec fixed-size for any country list
+DEMO_DIM = (
+    len(GENDERS) + 1 + 2 + COUNTRY_BUCKETS
+)  # gender one-hot, age (scaled, missing flag), country
+
+
+@dataclass
+class SnapshotReport:
+    as_of: pd.Timestamp
+    n_history_users: int
+    n_onboarding_users: int
+    n_events: int
+    seconds: float
+
+
+def events_source(paths: WorkspacePaths) -> str:
+    """The workspace's accepted events as a DuckDB relation."""
+    return f"read_parquet('{paths.events / '*.parquet'}')"
+
+
+def _horizon_sql(horizons: Sequence[C.Horizon]) -> str:
+    parts = []
+    for h in horizons:
+        cond = "TRUE" if h.days is None else f"ts > $as_of - INTERVAL {h.days} DAY"
+        parts.append(f"SUM(CASE WHEN {cond} THEN ln(1 + weight) ELSE 0 END) AS w_{h.name}")
+        parts.append(f"COUNT(*) FILTER (WHERE {cond}) AS n_{h.name}")
+    return ",\n  ".join(parts)
+
+
+def pair_aggregates(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    as_of: pd.Timestamp,
+    horizons: Sequence[C.Horizon],
+    shard: int = 0,
+    n_shards: int = 1,
+) -> dict[str, np.ndarray]:
+    """Per (user, item): weights and counts in each horizon, last play; events <= as_of only.
+
+    `source` is a SQL relation: the workspace's event files, or an in-memory frame registered
+    on `con` (the near-real-time path), so batch and online share one definition. Rows come
+    sorted by user, as numpy columns.
+    """
+    sql = f"""
+    SELECT user_id, item_id,
+      {_horizon_sql(horizons)},
+      epoch(MAX(ts)) AS last_s
+    FROM {source}
+    WHERE ts <= $as_of AND user_id % {n_shards} = {shard}
+    GROUP BY user_id, item_id
+    ORDER BY user_id
+    """
+    return con.execute(sql, {"as_of": as_of.to_pydatetime()}).fetchnumpy()
+
+
+def _weighted_means(
+    rows: np.ndarray, cols: np.ndarray, w: np.ndarray, vectors: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the w-weighted mean of item vectors; users with no weight are invalid (NaN)."""
+    nz = w > 0  # only pairs inside the horizon: the short horizons are cheap
+    m = sp.csr_matrix(
+        (w[nz].astype(np.float32), (rows[nz], cols[nz])), shape=(n_users, len(vectors))
+    )
+    totals = np.bincount(rows, w, minlength=n_users)  # float64: exact normaliser
+    valid = totals > 0
+    means = (m @ vectors) / np.where(valid, totals, 1.0)[:, None]  # (n_users, dim)
+    means[~valid] = np.nan
+    return means.astype(np.float32), valid
+
+
+def history_table(
+    pairs: dict[str, np.ndarray],
+    vecs: ItemVectors,
+    as_of: pd.Timestamp,
+    horizons: Sequence[C.Horizon],
+) -> pa.Table:
+    """Aggregate (user, item) rows (sorted by user) into one feature row per user."""
+    users, starts, uidx = np.unique(
+        np.asarray(pairs[C.USER_ID]), return_index=True, return_inverse=True
+    )
+    ipos = vecs.index(np.asarray(pairs[C.ITEM_ID]))
+    known = ipos >= 0  # items outside the encoder's catalog carry no vector
+    both = np.hstack([getattr(vecs, m) for m in C.MODALITIES])  # (n_items, sum of dims)
+    widths = np.cumsum([getattr(vecs, m).shape[1] for m in C.MODALITIES])[:-1]
+    cols: dict[str, pa.Array] = {C.USER_ID: pa.array(users, pa.int64())}
+    for h in horizons:
+        wh = np.asarray(pairs[f"w_{h.name}"], np.float64)
+        means, valid = _weighted_means(uidx, np.where(known, ipos, 0), wh * known, both, len(users))
+        for modality, part in zip(C.MODALITIES, np.split(means, widths, axis=1), strict=True):
+            cols[C.vector_feature(modality, h)] = list_array(part, valid)
+        cols[C.count_feature(h)] = pa.array(
+            np.bincount(uidx, pairs[f"n_{h.name}"]).astype(np.int64)
+        )
+        cols[C.weight_feature(h)] = pa.array(np.bincount(uidx, wh).astype(np.float32))
+    last_s = np.maximum.reduceat(np.asarray(pairs["last_s"], np.float64), starts)
+    cols[C.RECENCY_DAYS] = pa.array(((as_of.timestamp() - last_s) / 86400.0).astype(np.float32))
+    cols[C.N_DISTINCT_ITEMS] = pa.array(np.bincount(uidx).astype(np.int64))
+    w_all = np.asarray(pairs[f"w_{horizons[-1].name}"], np.float64)
+    cols[C.DIVERSITY] = pa.array(_diversity(uidx, w_all, len(users)))
+    return _stamp(pa.table(cols), as_of)
+
+
+def _diversity(uidx: np.ndarray, w: np.ndarray, n_users: int) -> np.ndarray:
+    """Normalised entropy of each user's item weights: 0 = one item, 1 = uniform."""
+    totals = np.bincount(uidx, w, minlength=n_users)
+    p = w / np.where(totals[uidx] > 0, totals[uidx], 1.0)
+    ent = np.bincount(uidx, -p * np.log(np.where(p > 0, p, 1.0)), minlength=n_users)
+    n = np.bincount(uidx, minlength=n_users)
+    return (ent / np.where(n > 1, np.log(np.maximum(n, 2)), 1.0)).astype(np.float32)
+
+
+def _stamp(table: pa.Table, as_of: pd.Timestamp) -> pa.Table:
+    n = table.num_rows
+    now = pd.Timestamp.now(tz="UTC")
+    table = table.append_column(C.EVENT_TIMESTAMP, pa.array([as_of] * n, pa.timestamp("us", "UTC")))
+    return table.append_column(C.CREATED, pa.array([now] * n, pa.timestamp("us", "UTC")))
+
+
+def iter_history_shards(
+    paths: WorkspacePaths,
+    vecs: ItemVectors,
+    as_of: pd.Timestamp,
+    horizons: Sequence[C.Horizon],
+    shard_events: int = 5_000_000,
+) -> Iterator[pa.Table]:
+    """History feature rows, users sharded by id so memory stays bounded."""
+    con = duckdb.connect()
+    n_events = count_events(con, paths, as_of)
+    n_shards = max(1, -(-n_events // shard_events))
+    for shard in range(n_shards):
+        pairs = pair_aggregates(con, events_source(paths), as_of, horizons, shard, n_shards)
+        if len(pairs[C.USER_ID]):
+            yield history_table(pairs, vecs, as_of, horizons)
+
+
+def count_events(con: duckdb.DuckDBPyConnection, paths: WorkspacePaths, as_of: pd.Timestamp) -> int:
+    if not any(paths.events.glob("*.parquet")):
+        return 0
+    sql = f"SELECT COUNT(*) FROM {events_source(paths)} WHERE ts <= $as_of"
+    return int(con.execute(sql, {"as_of": as_of.to_pydatetime()}).fetchone()[0])  # type: ignore[index]
+
+
+def demographics(users: pd.DataFrame) -> np.ndarray:
+    """Encode gender, age and country into a fixed-size vector (DEMO_DIM)."""
+    n = len(users)
+    out = np.zeros((n, DEMO_DIM), np.float32)
+    gender = users[C.GENDER].fillna("").str.lower().to_numpy()
+    for j, g in enumerate(GENDERS):
+        out[:, j] = gender == g
+    out[:, len(GENDERS)] = ~np.isin(gender, GENDERS)
+    age = pd.to_numeric(users[C.AGE], errors="coerce").to_numpy(np.float64)
+    out[:, 4] = np.where(np.isnan(age), 0.0, (age - 35.0) / 15.0)
+    out[:, 5] = np.isnan(age)
+    country = pd.util.hash_array(users[C.COUNTRY].fillna("").to_numpy(object)) % COUNTRY_BUCKETS
+    out[np.arange(n), 6 + country.astype(np.int64)] = 1.0
+    return out
+
+
+def _list_positions(lists: pd.Series, lookup) -> tuple[np.ndarray, np.ndarray]:
+    """Explode a column of lists into (row index, position) pairs; unknown entries dropped."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in lists), np.int64, len(lists))
+    rows = np.repeat(np.arange(len(lists)), lengths)
+    flat = [x for v in lists if v is not None for x in v]
+    pos = lookup(flat) if len(flat) else np.zeros(0, np.int64)
+    keep = pos >= 0
+    return rows[keep], pos[keep]
+
+
+def _row_means(
+    rows: np.ndarray, pos: np.ndarray, vectors: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    w = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, pos)), shape=(n, len(vectors)))
+    counts = np.bincount(rows, minlength=n)
+    means = (w @ vectors) / np.maximum(counts, 1)[:, None]  # (n, dim)
+    means[counts == 0] = np.nan
+    return means.astype(np.float32), counts
+
+
+def _pick_means(
+    users: pd.DataFrame, vecs: ItemVectors
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean collab / content vectors of each user's onboarding picks (items and genres)."""
+    n = len(users)
+    irows, ipos = _list_positions(
+        users[C.ONBOARDING_ITEMS], lambda f: vecs.index(np.asarray(f, np.int64))
+    )
+    genres = sorted(vecs.genre_content)
+    gvec = np.stack([vecs.genre_content[g] for g in genres]) if genres else vecs.content[:0]
+    gindex = {g: i for i, g in enumerate(genres)}
+    grows, gpos = _list_positions(
+        users[C.ONBOARDING_GENRES], lambda f: np.array([gindex.get(g, -1) for g in f])
+    )
+    collab, n_items = _row_means(irows, ipos, vecs.collab, n)
+    # content: picked items and picked genre words share one space (the content encoder's)
+    both = np.vstack([vecs.content, gvec]) if len(gvec) else vecs.content
+    content, n_picks = _row_means(
+        np.concatenate([irows, grows]), np.concatenate([ipos, gpos + len(vecs.content)]), both, n
+    )
+    return collab, content, n_picks
+
+
+def onboarding_table(users: pd.DataFrame, vecs: ItemVectors, as_of: pd.Timestamp) -> pa.Table:
+    """One onboarding feature row per user signed up at or before as_of."""
+    users = users[pd.to_datetime(users[C.SIGNUP_TS], utc=True) <= as_of].sort_values(C.USER_ID)
+    collab, content, counts = _pick_means(users, vecs)
+    days = (as_of - pd.to_datetime(users[C.SIGNUP_TS], utc=True)) / pd.Timedelta(days=1)
+    table = pa.table(
+        {
+            C.USER_ID: pa.array(users[C.USER_ID].to_numpy(np.int64)),
+            C.DEMO_VEC: list_array(demographics(users)),
+            C.ONBOARD_COLLAB: list_array(np.nan_to_num(collab), ~np.isnan(collab[:, 0])),
+            C.ONBOARD_CONTENT: list_array(np.nan_to_num(content), ~np.isnan(content[:, 0])),
+            C.N_ONBOARDING: pa.array(counts),
+            C.DAYS_SINCE_SIGNUP: pa.array(days.to_numpy(np.float32)),
+        }
+    )
+    return _stamp(table, as_of)
+
+
+def snapshot_name(as_of: pd.Timestamp) -> str:
+    return f"asof={as_of:%Y%m%dT%H%M%S}.parquet"
+
+
+def write_history_snapshot(
+    paths: WorkspacePaths, vecs: ItemVectors, as_of: pd.Timestamp, horizons: Sequence[C.Horizon]
+) -> int:
+    """Stream shards into one parquet file, published by rename when complete."""
+    target = paths.user_history / snapshot_name(as_of)
+    tmp = target.parent / f".{target.name}.tmp"
+    writer, n = None, 0
+    try:
+        for table in iter_history_shards(paths, vecs, as_of, horizons):
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n += table.num_rows
+        if writer is None:
+            return 0
+        writer.close()
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def write_onboarding_snapshot(
+    paths: WorkspacePaths, users: pd.DataFrame, vecs: ItemVectors, as_of: pd.Timestamp
+) -> int:
+    table = onboarding_table(users, vecs, as_of)
+    if table.num_rows:
+        atomic_write_parquet(table, paths.user_onboarding / snapshot_name(as_of))
+    return table.num_rows

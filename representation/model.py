@@ -1,0 +1,142 @@
+"""The user autoencoder: one standardised input row per user (NaN = missing) -> z_u -> recon.
+
+Sits between the assembled encoder input (Feast service `encoder_input_v1`) and the z_u batches:
+`train.py` fits it, `artifact.py` saves it and embeds users with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class InputBlock:
+    """A named column slice [start, stop) of the encoder input; training masks whole `group`s."""
+
+    name: str  # e.g. "collab_7d"
+    start: int
+    stop: int
+    group: str  # the horizon ("7d", "30d", "180d", "all"), or "stats", "onboarding"
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+
+def validate_blocks(blocks: Sequence[InputBlock], input_dim: int) -> None:
+    """Raise ValueError unless the blocks tile [0, input_dim) in order, without gaps or overlaps."""
+    if not blocks:
+        raise ValueError("at least one input block is required")
+    names = [b.name for b in blocks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate block names in {names}")
+    expected_start = 0
+    for block in blocks:
+        if block.start != expected_start or block.stop <= block.start:
+            raise ValueError(f"block {block.name} [{block.start}, {block.stop}) breaks the tiling")
+        expected_start = block.stop
+    if expected_start != input_dim:
+        raise ValueError(f"blocks cover {expected_start} columns, input_dim is {input_dim}")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Architecture of the user autoencoder; saved with every artifact (see artifact.py)."""
+
+    input_dim: int  # width of the assembled input row, all blocks together
+    latent_dim: int = 64  # size of z_u: what downstream models and the online store carry
+    hidden_dim: int = 256  # hidden width each side: compresses ~600 inputs without a 2nd layer
+    n_hidden: int = 1  # hidden layers per side: the inputs are dense averages already
+    dropout: float = 0.1  # on the encoder's hidden activations, on top of input corruption
+
+    @classmethod
+    def tiny(cls, input_dim: int) -> AutoencoderConfig:
+        """A config that trains in a few seconds on CPU: tests and local runs."""
+        return cls(input_dim=input_dim, latent_dim=32, hidden_dim=64, dropout=0.0)
+
+
+class MLP(nn.Module):
+    """(Linear -> GELU -> Dropout) x n_hidden, then a plain Linear to out_dim."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, n_hidden: int, dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(n_hidden):
+            # Dropout even at p=0 (an identity): state_dict keys must not depend on it
+            linear = nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim)
+            layers += [linear, nn.GELU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden_dim if n_hidden > 0 else in_dim, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (batch, out_dim)
+
+
+class BlockPresence(nn.Module):
+    """Zero-fills missing (non-finite) entries, appends one 0/1 "block has data" flag per block.
+
+    Zero after standardisation means "average", so without the flags the encoder could not tell
+    a user with no 180d history from one whose 180d history is exactly average.
+    """
+
+    membership: Tensor  # (input_dim, n_blocks) 0/1, a buffer
+
+    def __init__(self, blocks: Sequence[InputBlock], input_dim: int):
+        super().__init__()
+        validate_blocks(blocks, input_dim)
+        membership = torch.zeros(input_dim, len(blocks))  # (input_dim, n_blocks)
+        for j, block in enumerate(blocks):
+            membership[block.start : block.stop, j] = 1.0
+        # derived from the blocks in config.json, so not part of the saved state_dict
+        self.register_buffer("membership", membership, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        values = x.nan_to_num(0.0, posinf=0.0, neginf=0.0)  # (batch, input_dim)
+        present = (observed_mask(x) @ self.membership).clamp(max=1.0)  # (batch, n_blocks)
+        return torch.cat([values, present], dim=1)  # (batch, input_dim + n_blocks)
+
+
+def observed_mask(x: Tensor) -> Tensor:
+    """1.0 where x is finite, 0.0 where it is NaN or +-inf (missing).
+
+    Float arithmetic (finite * 0 = 0, non-finite * 0 = NaN): on CPU several times faster than
+    building a bool mask and converting it, which matters at ~100 batches per second.
+    """
+    return (x * 0.0 + 1.0).nan_to_num_(0.0)  # (batch, input_dim)
+
+
+class UserAutoencoder(nn.Module):
+    """Denoising autoencoder over the multi-horizon, multi-modality user input.
+
+    Input rows are standardised features with NaN where a value is missing (a horizon without
+    events, no onboarding answers, or a block hidden by training's masking); any non-finite
+    value counts as missing. z_u is the plain linear output of the encoder, not L2-normalised:
+    downstream GBDTs split on raw coordinates, the norm carries how much (and how typical)
+    evidence a user has, and similarity search can normalise at query time.
+    """
+
+    def __init__(self, config: AutoencoderConfig, blocks: Sequence[InputBlock]):
+        super().__init__()
+        self.config = config
+        self.blocks = tuple(blocks)
+        c = config
+        self.presence = BlockPresence(self.blocks, c.input_dim)
+        enc_in = c.input_dim + len(self.blocks)
+        self.encoder = MLP(enc_in, c.hidden_dim, c.latent_dim, c.n_hidden, c.dropout)
+        # no dropout in the decoder: it is thrown away after training, and the targets are clean
+        self.decoder = MLP(c.latent_dim, c.hidden_dim, c.input_dim, c.n_hidden, dropout=0.0)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Standardised rows (NaN = missing) -> z_u."""
+        h = self.presence(x)  # (batch, input_dim + n_blocks)
+        return self.encoder(h)  # (batch, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (reconstruction of the standardised input, z_u)."""
+        z = self.encode(x)  # (batch, latent_dim)
+        recon = self.decoder(z)  # (batch, input_dim)
+        return recon, z

@@ -1,0 +1,216 @@
+"""The NRT HTTP service (FastAPI): POST /events -> NrtEngine (group commit) -> z_u online;
+GET /users/{id}/embedding, /healthz, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from representation.nrt.engine import DEAD_LETTER, DUPLICATE, NrtEngine, Outcome
+from userrep import columns as C
+
+log = logging.getLogger(__name__)
+
+
+class Applier:
+    """A thread applying queued events in micro-batches of up to max_batch events (group commit:
+    the events of every request waiting at that moment share one transaction, embedding and
+    online write), and one turning the outbox into offline files, so those never hold up an
+    event. A request is answered once its events are applied and readable online."""
+
+    def __init__(self, engine: NrtEngine, max_batch: int = 512, idle_s: float = 0.5):
+        self.engine, self.max_batch, self.idle_s = engine, max_batch, idle_s
+        self._queue: queue.Queue[tuple[list[object], Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="nrt-applier", daemon=True)
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush, name="nrt-flusher", daemon=True)
+
+    def start(self) -> None:
+        self.engine.auto_flush = False
+        self._thread.start()
+        self._flusher.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._stop.set()
+        self._flusher.join()
+        self.engine.maybe_flush(force=True)
+
+    def _flush(self) -> None:
+        while not self._stop.wait(self.idle_s):
+            try:
+                self.engine.maybe_flush()
+            except Exception:  # the outbox stays; the next round retries
+                log.exception("offline flush failed")
+
+    def submit(self, raws: list[object]) -> Future:
+        fut: Future = Future()
+        self._queue.put((raws, fut))
+        return fut
+
+    def _take(self) -> tuple[list[tuple[list[object], Future]], bool]:
+        """Block for one request, then take whatever else is waiting (up to max_batch events)."""
+        try:
+            first = self._queue.get(timeout=self.idle_s)
+        except queue.Empty:
+            return [], False
+        if first is None:
+            return [], True
+        jobs, n = [first], len(first[0])
+        while n < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+            n += len(job[0])
+        return jobs, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            jobs, stop = self._take()
+            if jobs:
+                self._apply(jobs)
+
+    def _apply(self, jobs: list[tuple[list[object], Future]]) -> None:
+        raws = [r for job, _ in jobs for r in job]
+        try:
+            result = self.engine.apply(raws, source="http")
+        except Exception as err:  # the state rolled back: every request of the batch fails
+            log.exception("micro-batch of %d events failed", len(raws))
+            for _, fut in jobs:
+                fut.set_exception(err)
+            return
+        lo = 0
+        for job, fut in jobs:
+            fut.set_result(result.outcomes[lo : lo + len(job)])
+            lo += len(job)
+
+
+def _summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    return {
+        "applied": sum(o.status == "applied" for o in outcomes),
+        "duplicates": sum(o.status == DUPLICATE for o in outcomes),
+        "dead_lettered": sum(o.status == DEAD_LETTER for o in outcomes),
+        "events": [{k: v for k, v in asdict(o).items() if v is not None} for o in outcomes],
+    }
+
+
+def create_app(engine: NrtEngine, max_batch: int = 512) -> FastAPI:
+    """The service around one engine; the applier runs while the app is up (lifespan)."""
+    applier = Applier(engine, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        applier.start()
+        yield
+        applier.stop()
+
+    app = FastAPI(title="userrep NRT", lifespan=lifespan)
+
+    @app.post("/events")
+    async def post_events(request: Request) -> JSONResponse:
+        """One event (a JSON object) or a list of them; answers once they are applied."""
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            return _reject(engine, body.decode(errors="replace"), "invalid JSON")
+        if not isinstance(payload, dict | list):
+            return _reject(engine, payload, "body is neither an event nor a list of events")
+        raws = payload if isinstance(payload, list) else [payload]
+        outcomes = await asyncio.wrap_future(applier.submit(raws))
+        return JSONResponse(_summary(outcomes))
+
+    _read_routes(app, engine)
+    return app
+
+
+def _read_routes(app: FastAPI, engine: NrtEngine, ttl_s: float = 5.0) -> None:
+    """GET /users/{id}/embedding, /healthz, /metrics."""
+    from representation.serving import resolve_batch
+
+    resolved: dict[str | None, tuple[str, float]] = {}
+
+    def resolve(batch: str | None) -> str:
+        """serving.resolve_batch (the batch lifecycle rule), remembered for ttl_s seconds."""
+        hit = resolved.get(batch)
+        if hit is None or time.monotonic() > hit[1]:
+            hit = (resolve_batch(engine.settings, batch)[0], time.monotonic() + ttl_s)
+            resolved[batch] = hit
+        return hit[0]
+
+    @app.get("/users/{user_id}/embedding")
+    async def get_embedding(user_id: int, batch: str | None = None) -> JSONResponse:
+        """z_u of a user under a batch (default: the active one) through get_online_features,
+        with the time it is as of. Runs on the event loop: the read is shorter (~0.5 ms) than
+        a hop to the thread pool."""
+        from representation.batches import BatchError
+
+        try:
+            batch_id = resolve(batch)  # only published batches
+        except BatchError as err:
+            return JSONResponse({"detail": str(err)}, status_code=404)
+        got = engine.store.get_online_features(
+            features=[f"{C.USER_EMBEDDING_VIEW}:{C.Z_U}"],
+            entity_rows=[{C.USER_ID: user_id, C.BATCH_ID: batch_id}],
+        ).to_dict(include_event_timestamps=True)
+        z, stamp = got[C.Z_U][0], got[f"{C.Z_U}__ts"][0]
+        if z is None:
+            detail = f"no z_u for user {user_id} in batch {batch_id}"
+            return JSONResponse({"detail": detail}, status_code=404)
+        as_of = pd.Timestamp(stamp, unit="s", tz="UTC").isoformat()
+        return JSONResponse({"user_id": user_id, "batch_id": batch_id, "z_u": z, "as_of": as_of})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "batches": sorted(engine.serving.batches),
+            "online_store": engine.settings.online_store,
+            "project": engine.settings.project,
+        }
+
+    @app.get("/metrics")
+    async def metrics(format: str = "prometheus") -> Any:
+        if format == "json":
+            return engine.metrics.as_dict()
+        return PlainTextResponse(engine.metrics.prometheus())
+
+
+def _reject(engine: NrtEngine, raw: object, reason: str) -> JSONResponse:
+    """A body that is not events at all: dead-lettered and counted, 400."""
+    engine.dead_letters.write([(raw, reason)], "http")
+    engine.metrics.inc("events_dead_letter", label=reason)
+    return JSONResponse({"detail": reason, "dead_lettered": 1}, status_code=400)
+
+
+def serve(
+    engine: NrtEngine, host: str = "127.0.0.1", port: int = 8765, max_batch: int = 512
+) -> None:
+    """Run the service until interrupted (uvicorn, one process: the engine is not shareable)."""
+    import uvicorn
+
+    log.info(
+        "NRT service on http://%s:%d (batches: %s)", host, port, sorted(engine.serving.batches)
+    )
+    uvicorn.run(
+        create_app(engine, max_batch), host=host, port=port, log_level="warning", access_log=False
+    )

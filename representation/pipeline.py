@@ -1,0 +1,259 @@
+"""Batch jobs of the representation stage: train an autoencoder (a new batch), embed and
+publish z_u for every user as of a time, export a batch.
+
+Publishing is write-then-register: the offline file appears by rename, online rows are written,
+and only then is the batch marked ready in the metadata DB. Readers (serving.py) refuse batches
+that are not ready, so a crash mid-publish leaves nothing visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from representation import align, batches
+from representation.artifact import UserEncoder, input_schema_hash, save_artifact
+from representation.features import snapshot_name
+from representation.inputs import (
+    InputLayout,
+    Snapshot,
+    read_via_feast,
+    snapshot_times,
+    to_matrix,
+)
+from representation.model import AutoencoderConfig
+from representation.train import TrainConfig, train_autoencoder
+from userrep import columns as C
+from userrep.arrow import list_array
+from userrep.db import BatchStatus, session_scope
+from userrep.settings import Settings
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[int, float, float], None]
+
+
+def _require_snapshot(settings: Settings, as_of: pd.Timestamp) -> None:
+    if not (settings.paths.user_onboarding / snapshot_name(as_of)).exists():
+        known = ", ".join(str(t) for t in snapshot_times(settings.paths)[-5:]) or "none"
+        raise FileNotFoundError(
+            f"no feature snapshot as of {as_of} (latest: {known}): "
+            "run `userrep features build --as-of ...`"
+        )
+
+
+def _encoder_dims(settings: Settings) -> tuple[int, int]:
+    from representation.encoders import load_item_vectors
+
+    vecs = load_item_vectors(settings.paths)
+    return vecs.collab.shape[1], vecs.content.shape[1]
+
+
+def training_matrix(
+    settings: Settings, as_of: pd.Timestamp, layout: InputLayout
+) -> tuple[np.ndarray, np.ndarray]:
+    """encoder_input_v1 for every user known at as_of, through Feast's point-in-time join."""
+    from userrep.feast_store import apply_repo
+
+    _require_snapshot(settings, as_of)
+    apply_repo(settings)  # idempotent: the views and encoder_input_v1 exist for this workspace
+    users = pd.read_parquet(
+        settings.paths.user_onboarding / snapshot_name(as_of), columns=[C.USER_ID]
+    )
+    entity_df = users.assign(**{C.EVENT_TIMESTAMP: as_of})
+    frame = read_via_feast(settings, entity_df).sort_values(C.USER_ID)
+    return frame[C.USER_ID].to_numpy(np.int64), to_matrix(pa.Table.from_pandas(frame), layout)
+
+
+def train_batch(
+    settings: Settings,
+    as_of: pd.Timestamp,
+    model_cfg: dict | None = None,
+    train_cfg: TrainConfig | None = None,
+    parent_batch_id: str | None = None,
+    on_epoch: EpochCallback | None = None,
+    align_to: str | None = None,
+) -> str:
+    """Train the autoencoder on the snapshot at as_of; register a new batch (status building).
+
+    With align_to, z_u is mapped into that batch's space (representation/align.py).
+    """
+    c_dim, t_dim = _encoder_dims(settings)
+    layout = InputLayout(tuple(h.name for h in settings.horizon_list), c_dim, t_dim)
+    users, x = training_matrix(settings, as_of, layout)
+    cfg = AutoencoderConfig(input_dim=layout.dim, **(model_cfg or {}))
+    train_cfg = train_cfg or TrainConfig(seed=settings.seed)
+    result = train_autoencoder(x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch)
+    batch_id = batches.new_batch_id(as_of.to_pydatetime())
+    art_dir = settings.paths.batches / batch_id / "encoder"
+    extra = {
+        "layout": layout.__dict__ | {"horizons": list(layout.horizons)},
+        "feature_names": layout.feature_names,
+        "input_schema_hash": input_schema_hash(layout.feature_names),
+        "feature_service": C.ENCODER_INPUT_SERVICE,
+        "as_of": as_of.isoformat(),
+        "encoder_version": _current_encoder(settings),
+    }
+    sha = save_artifact(art_dir, result, extra)
+    alignment = None
+    if align_to is not None:
+        raw = UserEncoder.from_result(result, extra)  # z_u in B's own space
+        alignment = align.align_new_batch(settings, align_to, art_dir, users, x, raw)
+    with session_scope(settings.metadata_db_url) as session:
+        row = batches.create_batch(
+            session,
+            batch_id=batch_id,
+            as_of=as_of.to_pydatetime(),
+            feature_service=C.ENCODER_INPUT_SERVICE,
+            latent_dim=cfg.latent_dim,
+            artifact_path=str(art_dir),
+            artifact_sha256=sha,
+            metrics=_jsonable(result.metrics),
+            train_start=as_of.to_pydatetime(),
+            train_end=as_of.to_pydatetime(),
+            parent_batch_id=parent_batch_id or align_to,
+        )
+        row.alignment = alignment
+    log.info("trained batch %s on %d users", batch_id, len(x))
+    return batch_id
+
+
+def _current_encoder(settings: Settings) -> str:
+    from representation.encoders import current_version
+
+    return current_version(settings.paths)
+
+
+def _jsonable(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics, default=float))
+
+
+def load_encoder(settings: Settings, batch_id: str) -> tuple[UserEncoder, InputLayout]:
+    """The batch's encoder and the input layout it was trained on."""
+    with session_scope(settings.metadata_db_url) as session:
+        art = Path(batches.get_batch(session, batch_id).artifact_path)
+    encoder = align.load_encoder_dir(art)  # applies the batch's alignment map, if any
+    lay = encoder.extra["layout"]
+    return encoder, InputLayout(tuple(lay["horizons"]), lay["collab_dim"], lay["content_dim"])
+
+
+@dataclass
+class EmbedReport:
+    batch_id: str
+    as_of: pd.Timestamp
+    n_users: int
+    seconds: float
+    offline_file: Path
+
+
+def embed_batch(
+    settings: Settings,
+    batch_id: str,
+    as_of: pd.Timestamp,
+    chunk_users: int = 200_000,
+    online: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> EmbedReport:
+    """Embed every user of the snapshot at as_of with the batch's encoder and publish."""
+    _require_snapshot(settings, as_of)
+    encoder, layout = load_encoder(settings, batch_id)
+    t0 = time.perf_counter()
+    target = settings.paths.user_embedding / f"{batch_id}__{as_of:%Y%m%dT%H%M%S}.parquet"
+    tmp = target.parent / f".{target.name}.tmp"
+    snapshot = Snapshot.load(settings.paths, as_of)  # read once; chunks are taken from it
+    all_users = snapshot.onboarding[C.USER_ID].to_numpy()
+    newer = [t for t in published_times(settings, batch_id) if t > as_of]
+    if online and newer:  # the online store is last-write-wins: never put older vectors over newer
+        log.warning(
+            "batch %s already published as of %s: writing %s offline only",
+            batch_id,
+            max(newer),
+            as_of,
+        )
+    store = _online_store(settings) if online and not newer else None
+    n = 0
+    try:
+        with pq.ParquetWriter(tmp, _embedding_schema()) as writer:
+            for lo in range(0, len(all_users), chunk_users):
+                ids = all_users[lo : lo + chunk_users]
+                z = encoder.embed(to_matrix(snapshot.rows(ids), layout))
+                table = embedding_table(ids, z, batch_id, as_of)
+                writer.write_table(table)
+                if store is not None:
+                    store.write_to_online_store(C.USER_EMBEDDING_VIEW, table.to_pandas())
+                n += len(ids)
+                if on_chunk:
+                    on_chunk(len(ids))
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    with session_scope(settings.metadata_db_url) as session:
+        if batches.get_batch(session, batch_id).status == BatchStatus.BUILDING:
+            batches.mark_ready(session, batch_id, n)  # first publish: the batch becomes visible
+    return EmbedReport(batch_id, as_of, n, time.perf_counter() - t0, target)
+
+
+def published_times(settings: Settings, batch_id: str) -> list[pd.Timestamp]:
+    """As-of times of a batch's published snapshot files."""
+    stamps = (
+        p.name.split("__", 1)[1].removesuffix(".parquet")
+        for p in settings.paths.user_embedding.glob(f"{batch_id}__*.parquet")
+    )
+    return sorted(pd.Timestamp(s, tz="UTC") for s in stamps if not s.startswith("nrt"))
+
+
+def _online_store(settings: Settings):  # -> FeatureStore
+    from userrep.feast_store import apply_repo
+
+    return apply_repo(settings)
+
+
+def _embedding_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            (C.USER_ID, pa.int64()),
+            (C.BATCH_ID, pa.string()),
+            (C.Z_U, pa.list_(pa.float32())),
+            (C.EVENT_TIMESTAMP, pa.timestamp("us", "UTC")),
+            (C.CREATED, pa.timestamp("us", "UTC")),
+        ]
+    )
+
+
+def embedding_table(
+    user_ids: np.ndarray, z: np.ndarray, batch_id: str, as_of: pd.Timestamp
+) -> pa.Table:
+    """Rows of the user_embedding view: (user_id, batch_id, z_u, event_timestamp=as_of)."""
+    n = len(user_ids)
+    now = pd.Timestamp.now(tz="UTC")
+    return pa.Table.from_arrays(
+        [
+            pa.array(np.asarray(user_ids, np.int64)),
+            pa.array([batch_id] * n),
+            list_array(z),
+            pa.array([as_of] * n, pa.timestamp("us", "UTC")),
+            pa.array([now] * n, pa.timestamp("us", "UTC")),
+        ],
+        schema=_embedding_schema(),
+    )
+
+
+def export_embeddings(settings: Settings, batch_id: str, out: Path) -> int:
+    """(user_id, z_u, batch, as_of) of every published snapshot of a batch, to one parquet."""
+    files = sorted(settings.paths.user_embedding.glob(f"{batch_id}__*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"batch {batch_id} has no published embeddings")
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    table = table.select([C.USER_ID, C.Z_U, C.BATCH_ID, C.EVENT_TIMESTAMP]).rename_columns(
+        [C.USER_ID, C.Z_U, "batch", C.AS_OF]
+    )
+    pq.write_table(table, out)
+    return table.num_rows

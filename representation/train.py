@@ -1,0 +1,272 @@
+"""Fit the user autoencoder on one snapshot of the encoder input matrix.
+
+Input: a float32 (users, input_dim) matrix assembled from Feast (NaN = no data) and its block
+layout. Output: a TrainResult that `artifact.save_artifact` turns into an encoder batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from representation.model import (
+    AutoencoderConfig,
+    InputBlock,
+    UserAutoencoder,
+    observed_mask,
+    validate_blocks,
+)
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 4096  # rows per chunk when normalising or evaluating: temporaries stay small enough
+# for the allocator to reuse (fresh page-faulted 100 MB+ buffers make CPU passes 3-4x slower)
+_NOISE_BANK_ROWS = 8192  # pre-sampled noise rows (see Corruptor)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and corruption settings; saved with the artifact."""
+
+    epochs: int = 50  # upper bound: early stopping usually ends sooner
+    batch_size: int = 512  # ~400 updates per epoch on 200k users, still efficient CPU matmuls
+    lr: float = 1e-3  # AdamW; stable for an MLP this size
+    weight_decay: float = 1e-5  # light: noise, masking and dropout do most of the regularising
+    block_mask_prob: float = 0.3  # per sample, chance each maskable group is hidden (fill-in)
+    cold_start_prob: float = 0.1  # per sample, chance ALL maskable groups are hidden: a sign-up
+    # day user; independent masking alone rarely hides them all (0.3**5 for five groups)
+    keep_groups: tuple[str, ...] = ("onboarding",)  # never hidden: what a brand-new user has
+    noise_std: float = 0.1  # gaussian noise on standardised inputs (denoising)
+    val_fraction: float = 0.1  # held-out users: early stopping and the reported val loss
+    patience: int = 5  # epochs without val improvement before stopping
+    min_delta: float = 1e-4  # relative val improvement that counts as one
+    seed: int = 0  # seeds init, split, batch order, noise, masks and dropout: same seed, same z
+    bf16: bool = False  # bfloat16 autocast for training matmuls: ~1.4x faster epochs on CPUs
+    # with AVX512-BF16 / AMX, slower on others; evaluation and embedding stay float32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if not (0 <= self.block_mask_prob <= 1 and 0 <= self.cold_start_prob <= 1):
+            raise ValueError("masking probabilities must lie in [0, 1]")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("val_fraction must lie in [0, 1)")
+
+    @classmethod
+    def tiny(cls) -> TrainConfig:
+        """Trains in a few seconds on CPU: tests and local runs."""
+        return cls(epochs=30, batch_size=128, lr=3e-3, patience=5)
+
+
+@dataclass
+class Normaliser:
+    """Per-column standardisation fitted on observed (finite) training values; keeps NaN."""
+
+    mean: np.ndarray  # (input_dim,) float32
+    std: np.ndarray  # (input_dim,) float32, never below min_std
+    clip: float = 10.0  # standardised values are clipped to +-clip: heavy-tailed counts
+
+    @classmethod
+    def fit(
+        cls, x: np.ndarray, rows: np.ndarray | None = None, min_std: float = 1e-6
+    ) -> Normaliser:
+        """Two chunked float64 passes over x[rows]; never-observed columns get mean 0, std 1."""
+        rows = np.arange(len(x)) if rows is None else rows
+        d = x.shape[1]
+        count, total, sq = np.zeros(d), np.zeros(d), np.zeros(d)
+        for chunk in _chunks(x, rows):
+            ok = np.isfinite(chunk)
+            count += ok.sum(axis=0)
+            total += np.where(ok, chunk, 0.0).sum(axis=0)
+        mean = np.divide(total, count, out=np.zeros(d), where=count > 0)
+        for chunk in _chunks(x, rows):
+            sq += np.where(np.isfinite(chunk), (chunk - mean) ** 2, 0.0).sum(axis=0)
+        std = np.sqrt(np.divide(sq, count, out=np.ones(d), where=count > 1))
+        std = np.where(std < min_std, 1.0, std)
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardised float32 copy; NaN (the missing mask) wherever x is not finite."""
+        if x.ndim != 2 or x.shape[1] != len(self.mean):
+            raise ValueError(f"expected (n, {len(self.mean)}) input, got {x.shape}")
+        out = np.array(x, dtype=np.float32)  # a copy; the arithmetic below is in place
+        out -= self.mean
+        out /= self.std
+        np.clip(out, -self.clip, self.clip, out=out)  # NaN stays NaN, +-inf becomes +-clip
+        out[~np.isfinite(x)] = np.nan
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; float32 -> float -> float32 round-trips exactly."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normaliser:
+        mean, std = (np.asarray(d[k], dtype=np.float32) for k in ("mean", "std"))
+        return cls(mean, std, float(d["clip"]))
+
+
+def _chunks(x: np.ndarray, rows: np.ndarray):
+    for start in range(0, len(rows), _CHUNK):
+        yield np.asarray(x[rows[start : start + _CHUNK]], dtype=np.float64)
+
+
+class Corruptor:
+    """Denoising corruption: gaussian noise, then whole block groups hidden (made non-finite).
+
+    The model sees a hidden group exactly like a group the user has no data for, so what it
+    learns filling in hidden groups carries over to users whose long horizons are empty.
+    """
+
+    def __init__(self, blocks: Sequence[InputBlock], cfg: TrainConfig, seed: int):
+        groups = sorted({b.group for b in blocks} - set(cfg.keep_groups))
+        group_cols = torch.zeros(len(groups), blocks[-1].stop)  # (G, input_dim)
+        for b in blocks:
+            if b.group in groups:
+                group_cols[groups.index(b.group), b.start : b.stop] = 1.0
+        self.group_cols = group_cols
+        self.cfg = cfg
+        self.gen = torch.Generator().manual_seed(seed)
+        # noise rows are drawn from a pre-sampled bank: a fresh randn costs ~1 ms per 512 x 600
+        # batch on CPU, a tenth of the step; random (user, bank row) pairs are just as noisy
+        bank = torch.randn(_NOISE_BANK_ROWS, group_cols.shape[1], generator=self.gen)
+        self.noise_bank = cfg.noise_std * bank  # (rows, input_dim)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, g, cfg = len(x), len(self.group_cols), self.cfg
+        rows = torch.randint(_NOISE_BANK_ROWS, (b,), generator=self.gen)  # (b,)
+        noisy = x + self.noise_bank.index_select(0, rows)  # (b, input_dim)
+        hide = torch.rand(b, g, generator=self.gen) < cfg.block_mask_prob  # (b, G)
+        hide |= torch.rand(b, 1, generator=self.gen) < cfg.cold_start_prob  # (b, G)
+        hide_cols = (hide.float() @ self.group_cols).clamp(max=1.0)  # (b, input_dim) 1 = hidden
+        # x / 0 is +-inf or NaN, i.e. missing; ~5x faster than a bool gather + masked_fill
+        return noisy / (1.0 - hide_cols)  # (b, input_dim)
+
+
+def masked_mse(recon: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the observed (finite) entries of the uncorrupted target."""
+    observed = observed_mask(target)  # (b, input_dim)
+    diff = (recon - target.nan_to_num(0.0)) * observed  # (b, input_dim)
+    return (diff * diff).sum() / observed.sum().clamp(min=1.0)
+
+
+@dataclass
+class TrainResult:
+    """A trained model with everything needed to embed users and to save it as an artifact."""
+
+    model: UserAutoencoder
+    normaliser: Normaliser
+    blocks: tuple[InputBlock, ...]
+    config: AutoencoderConfig
+    train_config: TrainConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _train_epoch(model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cfg, rng) -> float:
+    """One pass over the training users in a seeded random order; returns the mean loss."""
+    model.train()
+    order = rows[rng.permutation(len(rows))]
+    total = 0.0
+    for start in range(0, len(order), cfg.batch_size):
+        rows_b = torch.from_numpy(order[start : start + cfg.batch_size])  # (b,)
+        target = x.index_select(0, rows_b)  # (b, input_dim); ~5x faster than x[rows_b]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            recon, _ = model(corrupt(target))  # (b, input_dim)
+        loss = masked_mse(recon.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(target)
+    return total / len(order)
+
+
+@torch.no_grad()
+def _evaluate(model, x: Tensor, rows: np.ndarray, corrupt: Corruptor | None) -> float:
+    """Mean masked MSE on rows, corrupted (fixed-seed) or clean; eval mode, no dropout."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(rows), _CHUNK):
+        target = x.index_select(0, torch.from_numpy(rows[start : start + _CHUNK]))  # (b, input_dim)
+        recon, _ = model(corrupt(target) if corrupt else target)  # (b, input_dim)
+        total += masked_mse(recon, target).item() * len(target)
+    return total / max(len(rows), 1)
+
+
+def split_users(n: int, val_fraction: float, rng: np.random.Generator):
+    """Seeded (train_rows, val_rows) split; at least one user on each side when n >= 2."""
+    perm = rng.permutation(n)
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1) if n >= 2 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def train_autoencoder(
+    x: np.ndarray,
+    blocks: Sequence[InputBlock],
+    config: AutoencoderConfig,
+    train_config: TrainConfig,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Fit normaliser and autoencoder on x (users, input_dim; NaN = missing), early-stopped.
+
+    Deterministic for a given seed and thread count; the caller's torch RNG state is untouched.
+    on_epoch(epoch, train_loss, val_loss) is called after every epoch (1-based).
+    """
+    if x.ndim != 2 or x.shape[1] != config.input_dim:
+        raise ValueError(f"expected (n, {config.input_dim}) input, got {x.shape}")
+    validate_blocks(blocks, config.input_dim)
+    cfg = train_config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        train_rows, val_rows = split_users(len(x), cfg.val_fraction, rng)
+        normaliser = Normaliser.fit(x, train_rows)
+        xs = torch.from_numpy(normaliser.transform(x))  # (users, input_dim), NaN = missing
+        model = UserAutoencoder(config, blocks)
+        metrics = _fit(model, xs, train_rows, val_rows, cfg, rng, on_epoch)
+    model.eval()
+    return TrainResult(model, normaliser, tuple(blocks), config, cfg, metrics)
+
+
+def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch) -> dict:
+    """The epoch loop: train, evaluate, keep the best weights, stop after `patience` misses."""
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
+    corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 1)
+    m: dict[str, Any] = {"n_train": len(train_rows), "n_val": len(val_rows)}
+    m |= {"val_loss_initial": _val_loss(model, xs, val_rows, cfg)}
+    m |= {"train_loss": [], "val_loss": [], "val_clean_loss": [], "users_per_s": []}
+    m |= {"best_epoch": 0, "best_val_loss": float("inf")}
+    best_state, t_start = None, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng)
+        m["users_per_s"].append(len(train_rows) / (time.perf_counter() - t0))
+        m["train_loss"].append(train_loss)
+        m["val_loss"].append(val := _val_loss(model, xs, val_rows, cfg))
+        m["val_clean_loss"].append(_evaluate(model, xs, val_rows, None))
+        log.info("epoch %d: train %.4f val %.4f", epoch, train_loss, val)
+        if on_epoch is not None:
+            on_epoch(epoch, train_loss, val)
+        if val < m["best_val_loss"] * (1 - cfg.min_delta):
+            m["best_epoch"], m["best_val_loss"] = epoch, val
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - m["best_epoch"] >= cfg.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, m["best_epoch"])
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    m |= {"epochs_run": epoch, "seconds": time.perf_counter() - t_start}
+    return m
+
+
+def _val_loss(model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig) -> float:
+    """Val loss under training's corruption, re-seeded each call so epochs are comparable."""
+    return _evaluate(model, xs, val_rows, Corruptor(model.blocks, cfg, seed=cfg.seed + 2))

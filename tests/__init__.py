@@ -1,0 +1,1 @@
+"""userrep tests (a package so tests can share typed fixtures from conftest)."""

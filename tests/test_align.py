@@ -1,0 +1,256 @@
+"""Aligned batches with planted answers: an exact rotation of a batch aligns with residual ~0 and
+leaves a pinned model's predictions unchanged; shuffled user rows are refused; a real retrain
+(another seed) breaks a pinned model unaligned and stays close aligned.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner, Result
+
+from downstream import compat
+from downstream.metrics import split_users
+from downstream.models import make_model
+from downstream.tasks import Design
+from representation import align, batches, build, pipeline
+from representation.artifact import UserEncoder, artifact_sha256
+from representation.train import TrainConfig
+from tests.conftest import Pipeline
+from userrep import columns as C
+from userrep.db import DownstreamModel, session_scope
+from userrep.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _orthogonal(d: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q  # (d, d)
+
+
+def _clustered(n: int = 3000, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """z (n, d) with a planted label: y = 1 when the first two coordinates' sum is positive."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d)) + 0.5  # offset: the map must handle means too
+    y = ((z[:, 0] + z[:, 1] - 1.0 + 0.3 * rng.normal(size=n)) > 0).astype(np.int64)
+    return z.astype(np.float32), y
+
+
+def _design(z: np.ndarray, y: np.ndarray) -> Design:
+    users = np.arange(len(z))
+    names = [f"z{i}" for i in range(z.shape[1])]
+    return Design(z, y, users, split_users(users, seed=0), names, z.shape[1], {})
+
+
+def test_procrustes_recovers_a_planted_rotation_and_scale() -> None:
+    z_a, _ = _clustered()
+    z_b = 2.5 * z_a @ _orthogonal(16, 1) + 3.0  # (n, d) rotated, scaled, shifted
+    amap, fit = align.fit_procrustes(z_b, z_a)
+    assert fit["residual"] < 1e-6 and fit["variance_explained"] > 1 - 1e-9
+    assert amap.scale == pytest.approx(1 / 2.5)
+    np.testing.assert_allclose(amap.apply(z_b), z_a, atol=1e-5)
+    np.testing.assert_allclose(amap.invert(amap.apply(z_b)), z_b, atol=1e-4)
+
+
+def test_shuffled_rows_do_not_align() -> None:
+    z_a, _ = _clustered()
+    perm = np.random.default_rng(2).permutation(len(z_a))
+    _, fit = align.fit_procrustes(z_a[perm] @ _orthogonal(16, 1), z_a)
+    assert fit["variance_explained"] < 0.1
+
+
+def test_map_round_trips_without_pickles(tmp_path: Path) -> None:
+    z_a, _ = _clustered()
+    amap, _ = align.fit_procrustes(z_a @ _orthogonal(16, 3), z_a)
+    amap.save(tmp_path)
+    back = align.AlignmentMap.load(tmp_path)
+    assert back is not None
+    np.testing.assert_array_equal(back.rotation, amap.rotation)
+    assert align.AlignmentMap.load(tmp_path / "nowhere") is None
+
+
+def test_pinned_model_scores_the_same_on_a_rotated_space_and_not_on_a_shuffled_one() -> None:
+    z_a, y = _clustered()
+    design_a = _design(z_a, y)
+    train, val = design_a.split == "train", design_a.split == "val"
+    model = make_model("lightgbm").fit(z_a[train], y[train], z_a[val], y[val])
+    rotated = _design((z_a @ _orthogonal(16, 4)).astype(np.float32), y)
+    amap, _ = align.fit_procrustes(rotated.x, z_a)
+    aligned = _design(amap.apply(rotated.x), y)
+    np.testing.assert_allclose(model.predict_proba(aligned.x), model.predict_proba(z_a), atol=1e-6)
+    scores = compat.compat_scores(model, design_a, aligned, amap, "lightgbm")
+    assert abs(scores["pinned"] - scores["aligned"]) < 1e-9
+    assert scores["pinned"] - scores["unaligned"] > 0.1  # the raw rotated space breaks it
+    perm = np.random.default_rng(5).permutation(len(z_a))
+    shuffled = _design(z_a[perm], y)
+    bad = compat.compat_scores(model, design_a, shuffled, None, "lightgbm")
+    log.info("planted: rotated %s, shuffled %s", scores, bad)
+    assert bad["pinned"] - bad["aligned"] > 0.1 > compat.DEFAULT_MAX_DROP
+
+
+# --- end to end on the tiny synthetic workspace ---------------------------------------------
+
+
+@dataclass
+class Aligned:
+    settings: Settings
+    as_of: pd.Timestamp
+    parent: str  # batch A, active, with model_id pinned to it
+    model_id: str
+
+
+def _train(settings: Settings, t: pd.Timestamp, seed: int, align_to: str | None) -> str:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(epochs=12, seed=seed)
+        batch_id = pipeline.train_batch(settings, t, None, cfg, align_to=align_to)
+    finally:
+        torch.set_num_threads(threads)
+    pipeline.embed_batch(settings, batch_id, t)
+    return batch_id
+
+
+@pytest.fixture(scope="module")
+def ws(built: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aligned]:
+    from downstream.tasks import train_task
+    from userrep.feast_store import apply_repo
+
+    root = tmp_path_factory.mktemp("align") / "ws"
+    shutil.copytree(built.settings.workspace, root)
+    settings = Settings(workspace=root, text_cache=built.settings.text_cache)
+    apply_repo(settings)
+    t = built.earlier
+    build.build_encoders(settings, t)
+    build.build_snapshot(settings, t)
+    parent = _train(settings, t, seed=0, align_to=None)
+    with session_scope(settings.metadata_db_url) as session:
+        batches.promote(session, parent, force_reason="test: no validation suite here")
+    build.materialize_latest(settings, t, views=[C.ITEM_VECTORS_VIEW])
+    model = train_task(settings, family="lightgbm", batch_id=parent, as_of=t)
+    assert model.model_id is not None
+    yield Aligned(settings, t, parent, model.model_id)
+    built.settings.export_env()
+
+
+def _rotated_copy(ws: Aligned, q: np.ndarray) -> str:
+    """A batch whose encoder is the parent's with its last layer rotated: z_B = z_A @ q."""
+    with session_scope(ws.settings.metadata_db_url) as session:
+        src = Path(batches.get_batch(session, ws.parent).artifact_path)
+    batch_id = f"b-rotated-{np.random.default_rng().integers(1 << 16):04x}"
+    art = ws.settings.paths.batches / batch_id / "encoder"
+    shutil.copytree(src, art)
+    state = torch.load(art / "model.pt", weights_only=True)
+    last = max(k for k in state if k.startswith("encoder.net.") and k.endswith(".weight"))
+    qt = torch.from_numpy(q.T.astype(np.float32))
+    state[last] = qt @ state[last]  # (latent, hidden)
+    state[last.replace("weight", "bias")] = qt @ state[last.replace("weight", "bias")]
+    torch.save(state, art / "model.pt")
+    raw = UserEncoder.load(art)
+    users, x = pipeline.training_matrix(
+        ws.settings, ws.as_of, pipeline.load_encoder(ws.settings, ws.parent)[1]
+    )
+    record = align.align_new_batch(ws.settings, ws.parent, art, users, x, raw)
+    with session_scope(ws.settings.metadata_db_url) as session:
+        row = batches.create_batch(
+            session,
+            batch_id=batch_id,
+            as_of=ws.as_of.to_pydatetime(),
+            feature_service=C.ENCODER_INPUT_SERVICE,
+            latent_dim=raw.latent_dim,
+            artifact_path=str(art),
+            artifact_sha256=artifact_sha256(art),
+            metrics={},
+            parent_batch_id=ws.parent,
+        )
+        row.alignment = record
+    pipeline.embed_batch(ws.settings, batch_id, ws.as_of)
+    return batch_id
+
+
+def _cli(ws: Aligned, *args: str) -> Result:
+    from userrep.cli import app
+
+    return CliRunner().invoke(app, ["-w", str(ws.settings.workspace), *args])
+
+
+def _published(settings: Settings, batch_id: str, t: pd.Timestamp) -> pd.DataFrame:
+    path = settings.paths.user_embedding / f"{batch_id}__{t:%Y%m%dT%H%M%S}.parquet"
+    return pq.read_table(path).to_pandas().sort_values(C.USER_ID).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_exact_rotation_aligns_and_the_pinned_model_moves_over(ws: Aligned) -> None:
+    batch_id = _rotated_copy(ws, _orthogonal(64, 11))
+    with session_scope(ws.settings.metadata_db_url) as session:
+        row = batches.get_batch(session, batch_id)
+        assert row.parent_batch_id == ws.parent and row.alignment["method"] == "procrustes"
+        assert row.alignment["residual"] < 1e-5
+    z_a = np.stack(_published(ws.settings, ws.parent, ws.as_of)[C.Z_U])
+    z_b = np.stack(_published(ws.settings, batch_id, ws.as_of)[C.Z_U])
+    np.testing.assert_allclose(z_b, z_a, atol=1e-4)
+    refused = _cli(ws, "downstream", "repin", ws.model_id, "--batch", batch_id)
+    assert refused.exit_code != 0 and "no compatibility record" in refused.output
+    assert _cli(ws, "batches", "compat", batch_id, "--model", ws.model_id).exit_code == 0
+    with session_scope(ws.settings.metadata_db_url) as session:
+        record = session.get(DownstreamModel, ws.model_id).metrics["compat"][batch_id]
+    log.info("exact rotation: %s", record)
+    assert record["compatible"] and abs(record["drop"]) < 1e-6
+    assert record["unaligned"] < record["aligned"] - 0.02
+    moved = _cli(ws, "downstream", "repin", ws.model_id, "--batch", batch_id)
+    assert moved.exit_code == 0, moved.output
+    with session_scope(ws.settings.metadata_db_url) as session:
+        row = session.get(DownstreamModel, ws.model_id)
+        assert row.pinned_batch_id == batch_id
+        row.pinned_batch_id = ws.parent  # restore for the other tests
+
+
+@pytest.mark.slow
+def test_shuffled_batch_is_refused(ws: Aligned) -> None:
+    frame = _published(ws.settings, ws.parent, ws.as_of)
+    z = np.stack(frame[C.Z_U])[np.random.default_rng(3).permutation(len(frame))]
+    batch_id = "b-shuffled"
+    with session_scope(ws.settings.metadata_db_url) as session:
+        batches.create_batch(
+            session,
+            batch_id=batch_id,
+            as_of=ws.as_of.to_pydatetime(),
+            feature_service=C.ENCODER_INPUT_SERVICE,
+            latent_dim=z.shape[1],
+            artifact_path="-",
+            artifact_sha256="-",
+            metrics={},
+        )
+    table = pipeline.embedding_table(frame[C.USER_ID].to_numpy(), z, batch_id, ws.as_of)
+    pq.write_table(
+        table, ws.settings.paths.user_embedding / f"{batch_id}__{ws.as_of:%Y%m%dT%H%M%S}.parquet"
+    )
+    with session_scope(ws.settings.metadata_db_url) as session:
+        batches.mark_ready(session, batch_id, len(frame))
+    record = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
+    log.info("shuffled: %s", record)
+    assert not record["compatible"] and record["drop"] > 0.05
+    with pytest.raises(compat.CompatError, match="refusing"):
+        compat.repin(ws.settings, ws.model_id, batch_id)
+
+
+@pytest.mark.slow
+def test_real_retrain_breaks_unaligned_and_stays_close_aligned(ws: Aligned) -> None:
+    batch_id = _train(ws.settings, ws.as_of, seed=1, align_to=ws.parent)
+    assert isinstance(pipeline.load_encoder(ws.settings, batch_id)[0], align.AlignedEncoder)
+    with session_scope(ws.settings.metadata_db_url) as session:
+        alignment = batches.get_batch(session, batch_id).alignment
+    record = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
+    log.warning("real retrain: alignment %s, compat %s", alignment, record)
+    assert record["pinned"] - record["unaligned"] > 0.05  # unaligned: the model is broken
+    assert record["pinned"] - record["aligned"] < 0.5 * (record["pinned"] - record["unaligned"])

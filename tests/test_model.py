@@ -1,0 +1,216 @@
+"""Model tests for the user autoencoder: behaviour on synthetic inputs with a planted answer.
+
+K gaussian user clusters, each with its own center in every block, expressed consistently across
+horizons, modalities and onboarding; some users lack their short horizons or onboarding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from representation.artifact import (
+    UserEncoder,
+    artifact_sha256,
+    input_schema_hash,
+    save_artifact,
+)
+from representation.model import AutoencoderConfig, InputBlock, UserAutoencoder, validate_blocks
+from representation.train import Normaliser, TrainConfig, train_autoencoder
+
+K = 6  # planted clusters; chance kNN purity is 1/K
+HORIZONS = ("7d", "30d", "180d", "all")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices gain nothing from threads and stall badly when other jobs share the CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def layout(vec_dim: int = 8, onboard_dim: int = 16) -> list[InputBlock]:
+    """Two modalities x four horizons, 3 stats columns, one onboarding block (83 columns)."""
+    spec = [(f"{m}_{h}", h, vec_dim) for h in HORIZONS for m in ("collab", "content")]
+    spec += [("stats", "stats", 3), ("onboarding", "onboarding", onboard_dim)]
+    blocks, start = [], 0
+    for name, group, width in spec:
+        blocks.append(InputBlock(name, start, start + width, group))
+        start += width
+    return blocks
+
+
+BLOCKS = layout()
+D = BLOCKS[-1].stop
+
+
+def planted(n: int, rng: np.random.Generator, centers: np.ndarray, p_skip_onboarding: float = 0.1):
+    """(x, labels): cluster center + noise; stats unrelated; some groups missing (NaN)."""
+    noise = 0.8
+    labels = rng.integers(K, size=n)
+    x = centers[labels] + noise * rng.standard_normal((n, D), dtype=np.float32)
+    stats = next(b for b in BLOCKS if b.group == "stats")
+    x[:, stats.start : stats.stop] = rng.gamma(2.0, 3.0, size=(n, stats.width))
+    dormant = rng.random(n) < 0.3  # no events in the last 7 days
+    lapsed = dormant & (rng.random(n) < 0.5)  # nor in the last 30
+    for block in BLOCKS:
+        empty = {"7d": dormant, "30d": lapsed}.get(block.group)
+        if empty is not None:
+            x[empty, block.start : block.stop] = np.nan
+    onb = BLOCKS[-1]
+    x[rng.random(n) < p_skip_onboarding, onb.start : onb.stop] = np.nan
+    return x, labels
+
+
+def onboarding_only(x: np.ndarray) -> np.ndarray:
+    """Brand-new users: everything NaN except the onboarding block."""
+    onb = BLOCKS[-1]
+    cold = np.full_like(x, np.nan)
+    cold[:, onb.start : onb.stop] = x[:, onb.start : onb.stop]
+    return cold
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(42)
+    centers = rng.standard_normal((K, D), dtype=np.float32)
+    x, y = planted(3000, rng, centers)
+    x_new, y_new = planted(600, rng, centers, p_skip_onboarding=0.0)
+    return x, y, onboarding_only(x_new), y_new
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    x, *_ = data
+    return train_autoencoder(x, BLOCKS, AutoencoderConfig.tiny(D), TrainConfig.tiny())
+
+
+def knn_purity(z: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean share of each user's k nearest neighbours (euclidean) that share its label."""
+    sq = (z**2).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * z @ z.T  # (n, n)
+    np.fill_diagonal(dist, np.inf)
+    nn = np.argsort(dist, axis=1)[:, :k]  # (n, k)
+    return float((labels[nn] == labels[:, None]).mean())
+
+
+def cold_start_accuracy(encoder: UserEncoder, data) -> float:
+    """Share of onboarding-only users nearest to their own cluster's centroid of full users' z."""
+    x, y, x_new, y_new = data
+    z, z_new = encoder.embed(x), encoder.embed(x_new)
+    centroids = np.stack([z[y == c].mean(0) for c in range(K)])  # (K, latent)
+    nearest = ((z_new[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    return float((nearest == y_new).mean())
+
+
+def test_forward_shapes():
+    model = UserAutoencoder(AutoencoderConfig.tiny(D), BLOCKS)
+    recon, z = model(torch.randn(5, D))
+    assert recon.shape == (5, D) and z.shape == (5, model.config.latent_dim)
+
+
+def test_blocks_must_tile_the_input():
+    validate_blocks(BLOCKS, D)
+    with pytest.raises(ValueError):
+        validate_blocks(BLOCKS[:-1], D)  # a gap at the end
+    with pytest.raises(ValueError):
+        validate_blocks([BLOCKS[1], BLOCKS[0], *BLOCKS[2:]], D)  # out of order
+    with pytest.raises(ValueError):
+        train_autoencoder(
+            np.zeros((10, D + 1), np.float32), BLOCKS, AutoencoderConfig.tiny(D), TrainConfig.tiny()
+        )
+
+
+def test_normaliser_standardises_keeps_nan_and_round_trips_json():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, size=(500, 4)).astype(np.float32)
+    x[::3, 0] = np.nan
+    x[:, 2] = 7.0  # constant: std falls back to 1
+    x[:, 3] = np.nan  # never observed: mean 0, std 1
+    x[0, 1] = np.inf
+    norm = Normaliser.fit(x)
+    out = norm.transform(x)
+    assert np.array_equal(np.isnan(out), ~np.isfinite(x))
+    assert abs(np.nanmean(out[:, 0])) < 1e-5 and abs(np.nanstd(out[:, 0]) - 1) < 1e-4
+    assert norm.std[2] == 1.0 and norm.mean[3] == 0.0 and norm.std[3] == 1.0
+    back = Normaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
+    assert np.array_equal(back.mean, norm.mean) and np.array_equal(back.std, norm.std)
+    assert np.array_equal(back.transform(x), out, equal_nan=True)
+
+
+def test_loss_decreases(trained):
+    m = trained.metrics
+    assert m["val_loss"][-1] < m["val_loss_initial"]
+    assert m["best_val_loss"] < 0.8 * m["val_loss_initial"]
+    assert m["train_loss"][-1] < m["train_loss"][0]
+    assert 1 <= m["best_epoch"] <= m["epochs_run"]
+
+
+def test_save_load_gives_bit_identical_z(trained, data, tmp_path):
+    x, *_ = data
+    names = [b.name for b in BLOCKS]
+    sha = save_artifact(tmp_path, trained, extra={"feature_names": names})
+    assert sha == artifact_sha256(tmp_path)
+    loaded = UserEncoder.load(tmp_path, expected_sha256=sha)
+    assert loaded.extra["input_schema_hash"] == input_schema_hash(names)
+    assert loaded.blocks == tuple(BLOCKS) and loaded.config == trained.config
+    z_saved = UserEncoder.from_result(trained).embed(x)
+    assert np.array_equal(loaded.embed(x), z_saved)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError):
+        UserEncoder.load(tmp_path, expected_sha256=sha)
+
+
+def test_same_seed_same_z_different_seed_different_z(data):
+    x, *_ = data
+    cfg, short = AutoencoderConfig.tiny(D), dataclasses.replace(TrainConfig.tiny(), epochs=2)
+    rng_state = torch.get_rng_state()
+
+    def z_of(seed: int) -> np.ndarray:
+        result = train_autoencoder(x[:1000], BLOCKS, cfg, dataclasses.replace(short, seed=seed))
+        return UserEncoder.from_result(result).embed(x[:1000])
+
+    z0 = z_of(0)
+    assert np.array_equal(z0, z_of(0))
+    assert not np.allclose(z0, z_of(1))
+    assert torch.equal(torch.get_rng_state(), rng_state)  # the caller's RNG is left alone
+
+
+def test_planted_clusters_are_neighbours_in_z(trained, data):
+    x, y, *_ = data
+    z = UserEncoder.from_result(trained).embed(x[:1000])
+    assert knn_purity(z, y[:1000]) > 0.8  # chance: 1/K
+
+
+def test_cold_start_users_land_in_their_cluster(trained, data):
+    assert cold_start_accuracy(UserEncoder.from_result(trained), data) > 0.7
+
+
+def test_block_masking_is_what_makes_cold_start_work(trained, data):
+    x, *_ = data
+    no_mask = dataclasses.replace(TrainConfig.tiny(), block_mask_prob=0.0, cold_start_prob=0.0)
+    plain = train_autoencoder(x, BLOCKS, AutoencoderConfig.tiny(D), no_mask)
+    masked_acc = cold_start_accuracy(UserEncoder.from_result(trained), data)
+    assert cold_start_accuracy(UserEncoder.from_result(plain), data) < masked_acc - 0.1
+
+
+def test_missing_input_never_gives_nan_z(trained):
+    x = np.full((4, D), np.nan, dtype=np.float32)
+    x[1, :8] = 1.0  # one block only
+    x[2] = np.inf  # garbage in: treated as missing
+    x[3, 5] = -np.inf
+    z = UserEncoder.from_result(trained).embed(x)
+    assert (
+        z.shape == (4, trained.config.latent_dim) and z.dtype == np.float32 and np.isfinite(z).all()
+    )
+
+
+def test_input_schema_hash_is_order_sensitive():
+    assert input_schema_hash(["a", "b"]) == input_schema_hash(["a", "b"])
+    assert input_schema_hash(["a", "b"]) != input_schema_hash(["b", "a"])

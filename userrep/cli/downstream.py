@@ -1,0 +1,202 @@
+"""CLI, downstream stage: training-set, train, score, compare, similar, list (`userrep downstream`).
+
+Thin wrappers over downstream/*; every command names or defaults to one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from userrep.cli.app import app, console, fail, parse_time, state
+
+downstream_app = typer.Typer(
+    help="Downstream models on z_u: training sets, GBDTs pinned to a batch, baselines.",
+    no_args_is_help=True,
+)
+app.add_typer(downstream_app, name="downstream")
+
+TaskOpt = Annotated[str, typer.Option(help="future-listening | genre-preference.")]
+AsOfOpt = Annotated[str | None, typer.Option(help="Label time T (default: the batch's as-of).")]
+BatchOpt = Annotated[str | None, typer.Option(help="z_u batch (default: the active one).")]
+WindowOpt = Annotated[int, typer.Option(help="Label window (T, T + days].")]
+SeenOpt = Annotated[
+    bool, typer.Option(help="Future listening: leave out items the user had before T.")
+]
+
+
+def _gate_errors() -> tuple[type[Exception], ...]:
+    """The validation gate's failure type, when the validation package is there."""
+    try:
+        from validation.outcome import ValidationFailed
+    except ImportError:
+        return ()
+    return (ValidationFailed,)
+
+
+def _as_of(value: str | None, batch: str | None) -> object:
+    from downstream.tasks import batch_as_of
+    from downstream.training_set import trainable_batch
+
+    return parse_time(value) or batch_as_of(state.settings, trainable_batch(state.settings, batch))
+
+
+@downstream_app.command("training-set")
+def training_set_cmd(
+    out: Annotated[Path, typer.Option(help="Output parquet file.")],
+    task: TaskOpt = "future-listening",
+    as_of: AsOfOpt = None,
+    batch: BatchOpt = None,
+    feature_set: Annotated[str, typer.Option(help="z_u | curated | raw.")] = "z_u",
+    window_days: WindowOpt = 7,
+    exclude_seen: SeenOpt = False,
+    validate: Annotated[
+        bool, typer.Option(help="Run the validation gate in report mode (slow on ~1M rows).")
+    ] = True,
+) -> None:
+    """Build a task's labels and join point-in-time features through Feast; write parquet."""
+    from downstream.tasks import task_labels
+    from downstream.training_set import build_training_set
+    from representation.batches import BatchError
+
+    try:
+        t = _as_of(as_of, batch)
+        labels = task_labels(
+            state.settings, task, t, window_days, state.settings.seed, exclude_seen
+        )
+        frame = build_training_set(state.settings, labels, batch, feature_set, validate=validate)
+    except (BatchError, ValueError) as err:
+        fail(str(err))
+    frame.to_parquet(out, index=False)
+    console.print(f"{len(frame):,} rows -> {out}; nulls: {frame.attrs['nulls']}")
+
+
+@downstream_app.command("train")
+def train_cmd(
+    task: TaskOpt = "future-listening",
+    family: Annotated[str, typer.Option(help="xgboost | lightgbm.")] = "lightgbm",
+    as_of: AsOfOpt = None,
+    batch: BatchOpt = None,
+    window_days: WindowOpt = 7,
+    name: Annotated[str | None, typer.Option(help="Model name (default: task-family).")] = None,
+    exclude_seen: SeenOpt = False,
+) -> None:
+    """Train a GBDT on z_u of one batch, evaluate on held-out users, register it pinned."""
+    from downstream.tasks import train_task
+    from representation.batches import BatchError
+
+    try:
+        result = train_task(
+            state.settings,
+            task,
+            family,
+            batch,
+            parse_time(as_of),
+            "z_u",
+            window_days,
+            name=name,
+            exclude_seen=exclude_seen,
+        )
+    except (BatchError, ValueError, *_gate_errors()) as err:  # type: ignore[misc]
+        fail(str(err))
+    console.print(json.dumps(result.metrics, indent=2, default=str))
+    console.print(f"model {result.model_id} pinned to batch {result.batch_id}")
+    print(result.model_id)
+
+
+@downstream_app.command("score")
+def score_cmd(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    users: Annotated[str, typer.Option(help="Comma-separated user ids.")],
+    items: Annotated[
+        str | None, typer.Option(help="Comma-separated item ids (item tasks).")
+    ] = None,
+) -> None:
+    """Score users (x items) online with z_u of the model's pinned batch."""
+    from downstream.tasks import score_online
+    from representation.batches import BatchError
+
+    user_ids = [int(u) for u in users.split(",") if u.strip()]
+    item_ids = [int(i) for i in items.split(",") if i.strip()] if items else None
+    try:
+        scores = score_online(state.settings, model, user_ids, item_ids)
+    except (BatchError, KeyError, ValueError) as err:
+        fail(str(err))
+    out = {"model_id": model, "users": user_ids, "items": item_ids}
+    if scores.ndim == 2:  # multiclass: one probability per class, in the model's class order
+        from downstream.registry import load_registered
+
+        out["classes"] = load_registered(state.settings, model).spec["classes"]
+    rounded = scores.round(6).astype(object)
+    rounded[np.isnan(scores)] = None  # no score: JSON null
+    print(json.dumps(out | {"scores": rounded.tolist()}))
+
+
+@downstream_app.command("compare")
+def compare_cmd(
+    as_of: AsOfOpt = None,
+    batch: BatchOpt = None,
+    family: Annotated[str, typer.Option(help="xgboost | lightgbm.")] = "lightgbm",
+    window_days: WindowOpt = 7,
+    out: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
+    exclude_seen: SeenOpt = False,
+) -> None:
+    """Future listening: z_u vs curated vs ALS vs raw input vs popularity, same split."""
+    from downstream.baselines import compare_baselines
+    from representation.batches import BatchError
+
+    try:
+        table, _ = compare_baselines(
+            state.settings, parse_time(as_of), batch, family, window_days, exclude_seen=exclude_seen
+        )
+    except (BatchError, ValueError) as err:
+        fail(str(err))
+    if out:
+        out.write_text(table + "\n")
+    print(table)
+
+
+@downstream_app.command("similar")
+def similar_cmd(
+    user: Annotated[int | None, typer.Option(help="List this user's nearest neighbours.")] = None,
+    k: Annotated[int, typer.Option(help="Neighbours.")] = 10,
+    batch: BatchOpt = None,
+) -> None:
+    """Nearest users in z_u; without --user, evaluate (cluster purity, friends AUC)."""
+    from downstream.similar import evaluate_similar, similar_users
+    from representation.batches import BatchError
+
+    try:
+        if user is None:
+            print(json.dumps(evaluate_similar(state.settings, batch, k), indent=2, default=str))
+            return
+        frame = similar_users(state.settings, user, k, batch)
+    except (BatchError, KeyError, FileNotFoundError) as err:
+        fail(str(err))
+    print(frame.to_string(index=False))
+
+
+@downstream_app.command("list")
+def list_cmd() -> None:
+    """Registered downstream models and the batch each is pinned to."""
+    from downstream.registry import list_models
+
+    table = Table("task", "family", "batch", "status", "AUC / acc", "created")
+    table.add_column("model", overflow="fold")
+    for m in list_models(state.settings):
+        score = m.metrics.get("auc", m.metrics.get("accuracy"))
+        table.add_row(
+            m.task,
+            m.family,
+            m.pinned_batch_id,
+            m.status,
+            "-" if score is None else f"{score:.3f}",
+            f"{m.created_at:%Y-%m-%d %H:%M}",
+            m.model_id,
+        )
+    console.print(table)

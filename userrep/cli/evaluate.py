@@ -1,0 +1,93 @@
+"""CLI, quality: `userrep evaluate` runs the fixed representation-quality protocol in-process
+(z_u beside every baseline, optional ablations) and writes markdown, HTML and JSON reports.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from userrep.cli.app import app, console, fail, state
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: Annotated[
+        str, typer.Option(help="synthetic | movielens-100k | lastfm-2k.")
+    ] = "synthetic",
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Protocol seed (split, models); repeat for the noise: --seed 0 --seed 1."
+        ),
+    ] = None,
+    ablate: Annotated[
+        str | None,
+        typer.Option(
+            help="z_u input blocks to drop, one run each: 7d,30d,180d,all,collab,content,"
+            "onboarding,stats."
+        ),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Comma list (default: z_u, the proposed recipe and every baseline)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report folder (default: <workspace>/reports/evaluate-<dataset>)."),
+    ] = None,
+) -> None:
+    """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
+    from representation.evaluate import report
+    from representation.evaluate.inputs import ABLATION_SWITCHES
+    from representation.evaluate.protocol import DATASETS
+    from representation.evaluate.runner import DEFAULT_METHODS, evaluate
+
+    seeds, switches = seed or [0], _csv(ablate)
+    chosen = _csv(methods) or list(DEFAULT_METHODS)
+    if dataset not in DATASETS:
+        fail(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
+    if bad := sorted(set(switches) - set(ABLATION_SWITCHES)):
+        fail(f"unknown ablation {bad}: choose from {', '.join(ABLATION_SWITCHES)}")
+    settings = state.settings
+    out = out or settings.paths.reports / f"evaluate-{dataset}"
+    command = "userrep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+
+            def step(name: str) -> None:
+                progress.advance(task)
+                progress.update(task, description=f"evaluate {dataset}: {name}")
+
+            task = progress.add_task(
+                f"evaluate {dataset}", total=len(seeds) * (len(chosen) + len(switches))
+            )
+            run = evaluate(
+                dataset,
+                seeds,
+                chosen,
+                switches,
+                settings.text_cache_path,
+                command=command,
+                on_step=step,
+            )
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    files = report.write(run, out)
+    console.print(report.to_markdown(run))
+    console.print(f"wall time {run.wall_s:.0f} s; reports: {', '.join(str(f) for f in files)}")

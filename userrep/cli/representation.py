@@ -1,0 +1,247 @@
+"""CLI, representation stage: train, embed, batches, embed-user, export-embeddings, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from userrep.cli.app import app, console, fail, parse_time, state
+
+batches_app = typer.Typer(help="z_u batches: list, show, promote, retire.", no_args_is_help=True)
+app.add_typer(batches_app, name="batches")
+
+
+def _latest_snapshot() -> object:
+    from representation.inputs import snapshot_times
+
+    times = snapshot_times(state.settings.paths)
+    if not times:
+        fail("no feature snapshots: run `userrep features build` first")
+    return times[-1]
+
+
+@app.command("train")
+def train_cmd(
+    as_of: Annotated[
+        str | None, typer.Option(help="Snapshot to train on (default: newest).")
+    ] = None,
+    latent_dim: Annotated[int, typer.Option(help="Size of z_u.")] = 64,
+    epochs: Annotated[
+        int, typer.Option(help="Maximum epochs (early stopping on held-out users).")
+    ] = 50,
+    parent: Annotated[str | None, typer.Option(help="Parent batch id (recorded).")] = None,
+    align_to: Annotated[
+        str | None, typer.Option(help="Align z_u to this batch (default: the active one).")
+    ] = None,
+    no_align: Annotated[
+        bool, typer.Option("--no-align", help="Keep the new batch's own z_u space.")
+    ] = False,
+) -> None:
+    """Train the denoising autoencoder on encoder_input_v1: a new batch (status building)."""
+    from representation.align import default_parent
+    from representation.pipeline import train_batch
+    from representation.train import TrainConfig
+
+    t = parse_time(as_of) or _latest_snapshot()
+    cfg = TrainConfig(epochs=epochs, seed=state.settings.seed)
+    target = None if no_align else (align_to or default_parent(state.settings))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("training", total=epochs, loss="")
+
+        def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+            progress.update(
+                task, completed=epoch + 1, loss=f"train {train_loss:.4f}  val {val_loss:.4f}"
+            )
+
+        batch_id = train_batch(
+            state.settings, t, {"latent_dim": latent_dim}, cfg, parent, on_epoch, target
+        )
+    console.print(
+        f"batch {batch_id} trained (status building): next `userrep embed --batch {batch_id}`"
+    )
+    print(batch_id)
+
+
+@app.command("embed")
+def embed_cmd(
+    batch: Annotated[
+        str | None, typer.Option(help="Batch to embed with (default: newest).")
+    ] = None,
+    as_of: Annotated[str | None, typer.Option(help="Snapshot to embed (default: newest).")] = None,
+    online: Annotated[bool, typer.Option(help="Also write z_u to the online store.")] = True,
+) -> None:
+    """Embed every user as of a snapshot and publish z_u offline + online (atomically)."""
+    from representation.pipeline import embed_batch
+
+    t = parse_time(as_of) or _latest_snapshot()
+    batch_id = batch or _newest_batch()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} users"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"embedding {batch_id}", total=None)
+        report = embed_batch(
+            state.settings, batch_id, t, online=online, on_chunk=lambda n: progress.advance(task, n)
+        )
+    console.print(
+        f"batch {batch_id}: {report.n_users:,} users as of {t} in {report.seconds:.1f}s "
+        f"({report.n_users / max(report.seconds, 1e-9):,.0f} users/s) -> {report.offline_file.name}"
+    )
+
+
+def _newest_batch() -> str:
+    from representation import batches
+    from userrep.db import session_scope
+
+    with session_scope(state.settings.metadata_db_url) as session:
+        rows = batches.list_batches(session)
+    if not rows:
+        fail("no batches: run `userrep train` first")
+    return rows[-1].batch_id
+
+
+@batches_app.command("list")
+def batches_list_cmd() -> None:
+    """All batches with status, as-of time, users and pinned models."""
+    from representation import batches
+    from userrep.db import session_scope
+
+    table = Table("batch", "status", "as_of", "latent", "users", "pinned models", "parent")
+    with session_scope(state.settings.metadata_db_url) as session:
+        for b in batches.list_batches(session):
+            pinned = ", ".join(m.name for m in batches.pinned_models(session, b.batch_id))
+            table.add_row(
+                b.batch_id,
+                b.status,
+                f"{b.as_of:%Y-%m-%d %H:%M}",
+                str(b.latent_dim),
+                f"{b.n_users or 0:,}",
+                pinned or "-",
+                b.parent_batch_id or "-",
+            )
+    console.print(table)
+
+
+@batches_app.command("show")
+def batches_show_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id.")]) -> None:
+    """Everything recorded about one batch (JSON)."""
+    from representation import batches
+    from userrep.db import session_scope
+
+    with session_scope(state.settings.metadata_db_url) as session:
+        try:
+            b = batches.get_batch(session, batch_id)
+        except batches.BatchError as err:
+            fail(str(err))
+        cols = [c.name for c in b.__table__.columns]
+        record = {c: getattr(b, c) for c in cols}
+        record["pinned_models"] = [m.model_id for m in batches.pinned_models(session, batch_id)]
+    print(json.dumps(record, indent=2, default=str))
+
+
+@batches_app.command("promote")
+def batches_promote_cmd(
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    force: Annotated[
+        str | None, typer.Option(help="Promote despite failed gates; the reason is recorded.")
+    ] = None,
+) -> None:
+    """Make a ready batch the active one (requires a passing validation run)."""
+    _lifecycle("promote", batch_id, force_reason=force)
+
+
+@batches_app.command("retire")
+def batches_retire_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id.")]) -> None:
+    """Stop serving a batch (refused while a downstream model is pinned to it)."""
+    _lifecycle("retire", batch_id)
+
+
+def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
+    from representation import batches
+    from userrep.db import session_scope
+
+    try:
+        with session_scope(state.settings.metadata_db_url) as session:
+            b = getattr(batches, action)(session, batch_id, **kwargs)
+            status = b.status
+    except batches.BatchError as err:
+        fail(str(err))
+    console.print(f"batch {batch_id}: {status}")
+
+
+@app.command("export-embeddings")
+def export_cmd(
+    batch: Annotated[str, typer.Option(help="Batch id.")],
+    out: Annotated[Path, typer.Option(help="Output parquet file.")],
+) -> None:
+    """Write (user_id, z_u, batch, as_of) of a batch to a parquet file."""
+    from representation.pipeline import export_embeddings
+
+    try:
+        n = export_embeddings(state.settings, batch, out)
+    except FileNotFoundError as err:
+        fail(str(err))
+    console.print(f"{n:,} rows -> {out}")
+
+
+@app.command("embed-user")
+def embed_user_cmd(
+    user_id: Annotated[int, typer.Option(help="User id.")],
+    batch: Annotated[str | None, typer.Option(help="Batch (default: active).")] = None,
+    signup: Annotated[str | None, typer.Option(help="Sign-up time (default: now).")] = None,
+    items: Annotated[str, typer.Option(help="Onboarding item picks, comma-separated ids.")] = "",
+    genres: Annotated[str, typer.Option(help="Onboarding genre picks, comma-separated.")] = "",
+    age: Annotated[float | None, typer.Option(help="Age.")] = None,
+    gender: Annotated[str, typer.Option(help="f / m / x.")] = "",
+    country: Annotated[str, typer.Option(help="Country code.")] = "",
+    events: Annotated[
+        Path | None, typer.Option(help="CSV/parquet of the user's plays: item_id, ts, weight.")
+    ] = None,
+    as_of: Annotated[str | None, typer.Option(help="Embed as of this time (default: now).")] = None,
+) -> None:
+    """Embed one user from onboarding signals (and optional plays) with a batch's encoder."""
+    import pandas as pd
+
+    from representation.encoders import load_item_vectors
+    from representation.online import UserSignals, embed_signals
+    from representation.pipeline import load_encoder
+    from representation.serving import resolve_batch
+
+    batch_id, _ = resolve_batch(state.settings, batch)
+    encoder, layout = load_encoder(state.settings, batch_id)
+    vecs = load_item_vectors(state.settings.paths, encoder.extra.get("encoder_version"))
+    now = parse_time(as_of) or pd.Timestamp.now(tz="UTC")
+    plays = None
+    if events is not None:
+        plays = pd.read_parquet(events) if events.suffix == ".parquet" else pd.read_csv(events)
+        plays["ts"] = pd.to_datetime(plays["ts"], utc=True)
+    signals = UserSignals(
+        user_id,
+        parse_time(signup) or now,
+        age,
+        gender,
+        country,
+        [int(i) for i in items.split(",") if i],
+        [g for g in genres.split(",") if g],
+        plays,
+    )
+    z = embed_signals(encoder, layout, vecs, signals, now)
+    print(
+        json.dumps(
+            {"user_id": user_id, "batch_id": batch_id, "z_u": [round(float(v), 6) for v in z]}
+        )
+    )

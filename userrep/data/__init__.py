@@ -1,0 +1,1 @@
+"""Data sources: the synthetic music-streaming simulator and built-in dataset loaders."""

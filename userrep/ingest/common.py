@@ -1,0 +1,357 @@
+"""Ingest building blocks: errors, column mapping, reports, atomic parquet, vectorised
+parsing of ids / timestamps / weights, deterministic event ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from userrep.columns import (
+    EVENT_ID,
+    EVENT_TYPE,
+    ITEM_ID,
+    REASON,
+    SOURCE_ROW,
+    TS,
+    USER_ID,
+    WEIGHT,
+)
+from userrep.settings import WorkspacePaths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENT_TYPE = "play"
+CSV_BLOCK_BYTES = 16 << 20  # CSV read granularity; chunks are regrouped to chunk_rows rows
+FUTURE_TOLERANCE = pd.Timedelta(days=1)  # clock skew allowed before a ts counts as "future"
+# Row-level reasons in rule order: a row gets the first one that applies (code = index + 1).
+REASONS = (
+    "missing user_id",
+    "missing item_id",
+    "non-integer user_id",
+    "non-integer item_id",
+    "unparseable ts",  # also dates past 2262, the end of datetime64[ns]
+    "future ts",
+    "negative weight",
+    "NaN weight",  # also +inf and unparseable text: any weight that is not a finite number
+    "duplicate event_id in file",
+    "duplicate: already ingested",
+)
+_CODE = {r: i + 1 for i, r in enumerate(REASONS)}
+EVENT_SCHEMA = pa.schema(
+    [
+        (EVENT_ID, pa.string()),
+        (USER_ID, pa.int64()),
+        (ITEM_ID, pa.int64()),
+        (TS, pa.timestamp("ns", tz="UTC")),
+        (WEIGHT, pa.float64()),
+        (EVENT_TYPE, pa.string()),
+    ]
+)
+_UNIT_NS = {"D": 86_400 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_INT_RE = r"^[+-]?\d{1,18}(\.0*)?$"  # ids: integers that fit int64 ("12.0" counts as 12)
+_NUM_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_ZONED_RE = r"\d:\d\d(:\d\d(\.\d*)?)?\s*(Z|z|[+-]\d\d(:?\d\d)?)$"  # ISO time with a zone
+_HEX_ID_RE = "^[0-9a-f]{16}$"
+_HEX_LUT = np.zeros(256, np.uint8)
+_HEX_LUT[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HASH_KEY = "userrep-event-id"  # 16 bytes: pandas' siphash key for event ids
+
+
+class IngestError(Exception):
+    """A whole-file problem (bad mapping, unreadable file): nothing was written."""
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Canonical column name -> source column name; weight/event_id/event_type are optional."""
+
+    user_id: str = USER_ID
+    item_id: str = ITEM_ID
+    ts: str = TS
+    weight: str | None = None  # absent: every event weighs 1.0
+    event_id: str | None = None  # absent: a hash of (user, item, ts, weight, event_type)
+    event_type: str | None = None  # absent: "play"
+
+    @classmethod
+    def parse(cls, spec: str) -> ColumnMapping:
+        """Parse "user_id=uid,item_id=track,ts=played_at,weight=ms_played"."""
+        known = [f.name for f in fields(cls)]
+        kwargs: dict[str, str] = {}
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            key, sep, value = (s.strip() for s in part.partition("="))
+            if not sep or not value:
+                raise IngestError(f"bad mapping entry {part!r}: expected canonical=source")
+            if key not in known:
+                raise IngestError(f"unknown canonical column {key!r} in mapping (known: {known})")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def columns(self) -> dict[str, str]:
+        """Canonical -> source, only for the columns that are mapped."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did; accepted + quarantined == read always holds."""
+
+    source: str
+    read: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int]
+    quarantine_file: Path | None
+    part_file: Path | None
+    ingest_id: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.accepted + self.quarantined == self.read, self
+        assert sum(self.reasons.values()) == self.quarantined, self
+
+
+# ---------------------------------------------------------------- small shared helpers
+
+
+def new_ingest_id() -> str:
+    """Sortable id: UTC time to the microsecond plus a random suffix."""
+    return f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+class AtomicParquet:
+    """Parquet file written to a hidden temp file and os.replace'd into place on publish."""
+
+    def __init__(self, target: Path, **options: object) -> None:
+        self.target = target
+        self.tmp: Path | None = None
+        self.writer: pq.ParquetWriter | None = None
+        self.options = options  # pq.ParquetWriter keyword arguments
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.target.parent, prefix=".tmp-", suffix=".parquet")
+            os.close(fd)
+            self.tmp = Path(name)
+            self.writer = pq.ParquetWriter(name, table.schema, **self.options)
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def publish(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.close()
+        assert self.tmp is not None
+        os.replace(self.tmp, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            assert self.tmp is not None
+            self.tmp.unlink(missing_ok=True)
+
+
+def _append_log(paths: WorkspacePaths, report: IngestReport, kind: str) -> None:
+    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(report).items()}
+    record.update(kind=kind, at=pd.Timestamp.now(tz="UTC").isoformat())
+    paths.ingest_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.ingest_log, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _report(source: str, codes: np.ndarray, ingest_id: str, **files: Path | None) -> IngestReport:
+    """Build a report from per-reason counts (codes[0] = accepted, codes[i] = REASONS[i-1])."""
+    reasons = {REASONS[i]: int(c) for i, c in enumerate(codes[1:]) if c}
+    return IngestReport(
+        source,
+        int(codes.sum()),
+        int(codes[0]),
+        int(codes[1:].sum()),
+        reasons,
+        files.get("quarantine_file"),
+        files.get("part_file"),
+        ingest_id,
+    )
+
+
+def quarantine_table(
+    table: pa.Table, rows: np.ndarray, reasons: np.ndarray, offset: int
+) -> pa.Table:
+    """Bad rows with every source column as text, plus `reason` and 0-based `source_row`."""
+    bad = table.take(pa.array(rows))
+    cols, names = [], []
+    for name, col in zip(bad.column_names, bad.columns, strict=True):
+        try:
+            cols.append(pc.cast(col, pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested types: fallback
+            cols.append(pa.array([None if v is None else str(v) for v in col.to_pylist()]))
+        names.append(f"source_{name}" if name in (REASON, SOURCE_ROW) else name)
+    cols += [pa.array(reasons, pa.string()), pa.array(rows + offset, pa.int64())]
+    return pa.Table.from_arrays(cols, names=names + [REASON, SOURCE_ROW])
+
+
+# ---------------------------------------------------------------- vectorised parsing
+
+
+def _np_mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def parse_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Any column -> (int64 values, missing mask, non-integer mask); bad rows hold 0."""
+    missing = _np_mask(arr.is_null())
+    t = arr.type
+    if pa.types.is_integer(t) and t != pa.uint64():
+        return pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy(), missing, np.zeros_like(missing)
+    if pa.types.is_floating(t):
+        f = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(f) & (f == np.floor(f)) & (np.abs(f) < 2**63)
+        return np.where(ok, f, 0).astype(np.int64), missing, ~ok & ~missing
+    s = arr if pa.types.is_string(t) else pc.cast(arr, pa.string())
+    try:
+        return pc.fill_null(pc.cast(s, pa.int64()), 0).to_numpy(), missing, np.zeros_like(missing)
+    except pa.ArrowInvalid:
+        pass
+    s = pc.utf8_trim_whitespace(s)
+    missing |= _np_mask(pc.equal(s, ""))
+    ok = _np_mask(pc.match_substring_regex(s, _INT_RE))
+    clean = pc.replace_substring_regex(pc.if_else(pa.array(ok), s, "0"), r"\.0*$", "")
+    return pc.cast(clean, pa.int64()).to_numpy(), missing, ~ok & ~missing
+
+
+def _epoch_ns(arr: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers since the epoch in `unit` -> (int64 ns, bad mask); null / out of range is bad."""
+    factor = _UNIT_NS[unit]
+    if pa.types.is_integer(arr.type):
+        v = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy()
+        ok = ~_np_mask(arr.is_null()) & (np.abs(v) <= (2**63 - 1) // factor)
+        return np.where(ok, v, 0) * factor, ~ok
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False) * factor
+        ok = np.isfinite(x) & (np.abs(x) < 9.2e18)
+    return np.where(ok, np.rint(x), 0).astype(np.int64), ~ok
+
+
+def parse_ts(arr: pa.Array, unit: str = "s") -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps, dates, epoch numbers or ISO strings -> (UTC int64 ns, unparseable mask)."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        return _epoch_ns(pc.cast(arr, pa.int64()), t.unit)  # arrow stores UTC (naive: as UTC)
+    if pa.types.is_date(t):
+        return _epoch_ns(pc.cast(pc.cast(arr, pa.date32()), pa.int32()), "D")
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return _epoch_ns(arr, unit)
+    s = arr if pa.types.is_string(t) else pc.cast(arr, pa.string())
+    try:  # one strict, fast cast picked from a sample: a failed cast costs a full scan
+        return _fast_ts(s, unit)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _parse_mixed_ts(pc.utf8_trim_whitespace(s), unit)
+
+
+def _fast_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch integers, zoned ISO or naive ISO text, judged by the first 100 values."""
+    sample = pc.drop_null(s.slice(0, 100))
+    if len(sample) and pc.all(pc.match_substring_regex(sample, _NUM_RE)).as_py():
+        return _epoch_ns(pc.cast(s, pa.int64()), unit)
+    zoned = pc.any(pc.match_substring_regex(sample, _ZONED_RE)).as_py()
+    parsed = pc.cast(s, pa.timestamp("ns", tz="UTC") if zoned else pa.timestamp("ns"))
+    return _epoch_ns(pc.cast(parsed, pa.int64()), "ns")
+
+
+def _parse_mixed_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Slow path for text mixing epoch numbers, zoned ISO and naive ISO (naive = UTC)."""
+    ns, bad = np.zeros(len(s), np.int64), np.ones(len(s), bool)
+    num = _np_mask(pc.match_substring_regex(s, _NUM_RE))
+    zoned = _np_mask(pc.match_substring_regex(s, _ZONED_RE)) & ~num
+    ns[num], bad[num] = _epoch_ns(pc.cast(pc.filter(s, pa.array(num)), pa.float64()), unit)
+    # parsed apart: pandas applies one string's offset to the naive strings beside it
+    for group in (zoned, ~num & ~zoned):
+        text = pc.filter(s, pa.array(group)).to_numpy(zero_copy_only=False)
+        iso = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        ns[group], bad[group] = iso.asi8, np.asarray(iso.isna())
+    return ns, bad
+
+
+def _parse_weight(arr: pa.Array) -> np.ndarray:
+    """Any column -> float64 with NaN for missing / unparseable."""
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        s = arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+        try:
+            arr = pc.cast(s, pa.float64())
+        except pa.ArrowInvalid:
+            obj = s.to_numpy(zero_copy_only=False)
+            return pd.to_numeric(pd.Series(obj), errors="coerce").to_numpy(np.float64)
+    return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+# ---------------------------------------------------------------- event ids and their keys
+
+
+def hash_rows(
+    user: np.ndarray, item: np.ndarray, ts_ns: np.ndarray, weight: np.ndarray, event_type: pa.Array
+) -> np.ndarray:
+    """Deterministic uint64 per (user_id, item_id, ts, weight, event_type)."""
+    etype = pc.dictionary_encode(event_type).to_pandas()  # categorical: hashes uniques only
+    frame = pd.DataFrame({"u": user, "i": item, "t": ts_ns, "w": weight, "e": etype.values})
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=_HASH_KEY).to_numpy()
+
+
+def hex_ids(h: np.ndarray) -> pa.Array:
+    """uint64 -> 16-char lowercase hex strings, built without a per-row loop."""
+    b = h.astype(">u8").view(np.uint8).reshape(-1, 8)
+    out = np.empty((len(h), 16), np.uint8)
+    out[:, 0::2], out[:, 1::2] = _HEX_DIGITS[b >> 4], _HEX_DIGITS[b & 15]
+    offsets = np.arange(0, 16 * (len(h) + 1), 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(h), pa.py_buffer(offsets), pa.py_buffer(out))
+
+
+def id_keys(ids: pa.Array) -> np.ndarray:
+    """Event id strings -> uint64 keys for dedup: 16-hex ids parse back, others are hashed."""
+    ids = pc.cast(ids, pa.string())
+    is_hex = _np_mask(pc.match_substring_regex(ids, _HEX_ID_RE))
+    keys = np.empty(len(ids), np.uint64)
+    if is_hex.any():
+        hexes = pc.filter(ids, pa.array(is_hex))
+        start = np.frombuffer(hexes.buffers()[1], np.int32)[hexes.offset]
+        raw = np.frombuffer(hexes.buffers()[2], np.uint8)[start : start + 16 * len(hexes)]
+        nib = _HEX_LUT[raw.reshape(-1, 16)]
+        keys[is_hex] = ((nib[:, 0::2] << 4) | nib[:, 1::2]).copy().view(">u8").ravel()
+    if (~is_hex).any():
+        other = pc.filter(ids, pa.array(~is_hex)).to_numpy(zero_copy_only=False)
+        keys[~is_hex] = pd.util.hash_array(
+            other.astype(object), hash_key=_HASH_KEY, categorize=False
+        )
+    return keys
+
+
+def event_ids(frame: pd.DataFrame) -> pd.Series:
+    """The deterministic event ids ingest gives a canonical frame that has no event_id."""
+    etype = (
+        frame[EVENT_TYPE]
+        if EVENT_TYPE in frame
+        else pd.Series(DEFAULT_EVENT_TYPE, index=frame.index)
+    )
+    weight = frame[WEIGHT] if WEIGHT in frame else pd.Series(1.0, index=frame.index)
+    ts = parse_ts(pa.array(frame[TS]))[0]
+    h = hash_rows(
+        frame[USER_ID].to_numpy(np.int64),
+        frame[ITEM_ID].to_numpy(np.int64),
+        ts,
+        weight.to_numpy(np.float64),
+        pa.array(etype.astype(str)),
+    )
+    return pd.Series(hex_ids(h).to_numpy(zero_copy_only=False), index=frame.index, name=EVENT_ID)
