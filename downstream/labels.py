@@ -81,15 +81,17 @@ def future_listening(
     negatives_per_positive: int = 4,
     seed: int = 0,
     exclude_seen: bool = False,
+    users: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """(user_id, item_id, event_timestamp=T, label) for users with events <= T.
+    """(user_id, item_id, event_timestamp=T, label) for users with events <= T (or `users`).
 
     Positives: items a user streamed in (T, T + window]. Negatives: catalog items drawn by
     popularity as of T (plus one, so unplayed items can be drawn), a fixed seed. exclude_seen
-    drops items the user had before T from both (ratings data, where nothing repeats).
+    drops items the user had before T from both (ratings data, where nothing repeats). `users`
+    replaces "events <= T" (cold start: users known only by their onboarding signals).
     """
     past, future = _window(settings, as_of, window_days)
-    active = past[C.USER_ID].unique()
+    active = past[C.USER_ID].unique() if users is None else np.asarray(users, np.int64)
     pos = future[future[C.USER_ID].isin(active)][[C.USER_ID, C.ITEM_ID]].drop_duplicates()
     seen = past[[C.USER_ID, C.ITEM_ID]].drop_duplicates() if exclude_seen else None
     if seen is not None:
@@ -120,9 +122,13 @@ def primary_genre(settings: Settings) -> pd.Series:
 
 
 def genre_preference(
-    settings: Settings, as_of: pd.Timestamp, window_days: int = 7, source: str = "future"
+    settings: Settings,
+    as_of: pd.Timestamp,
+    window_days: int = 7,
+    source: str = "future",
+    users: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """(user_id, event_timestamp=T, label=top genre) for users with events <= T.
+    """(user_id, event_timestamp=T, label=top genre) for users with events <= T (or `users`).
 
     source="future": the genre a user streamed most (by weight) in (T, T + window];
     source="history": over all events <= T. Ties go to the alphabetically first genre.
@@ -130,7 +136,8 @@ def genre_preference(
     if source not in ("future", "history"):
         raise ValueError(f"source must be 'future' or 'history', got {source!r}")
     past, future = _window(settings, as_of, window_days)
-    frame = future[future[C.USER_ID].isin(past[C.USER_ID].unique())] if source == "future" else past
+    who = past[C.USER_ID].unique() if users is None else np.asarray(users, np.int64)
+    frame = future[future[C.USER_ID].isin(who)] if source == "future" else past
     frame = frame.assign(genre=frame[C.ITEM_ID].map(primary_genre(settings)).fillna(""))
     frame = frame[frame["genre"] != ""]
     totals = frame.groupby([C.USER_ID, "genre"])[C.WEIGHT].sum().reset_index()

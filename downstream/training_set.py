@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FeatureSet = Literal["z_u", "curated", "raw"]
-FEATURE_SETS: tuple[str, ...] = ("z_u", "curated", "raw")
+FeatureSet = Literal["z_u", "curated", "raw", "onboarding"]
+FEATURE_SETS: tuple[str, ...] = ("z_u", "curated", "raw", "onboarding")
 ITEM_FEATURES = ("collab", "content")  # item_vectors features joined for item tasks
 ROW = "_label_row"
 TRAINABLE = (BatchStatus.READY, BatchStatus.ACTIVE)
@@ -58,7 +58,14 @@ def raw_features(settings: Settings) -> list[str]:
     ]
 
 
+def onboarding_features() -> list[str]:
+    """The cold-start baseline: mean item vectors (collab, content) of the onboarding picks."""
+    return [f"{C.USER_ONBOARDING_VIEW}:{f}" for f in (C.ONBOARD_COLLAB, C.ONBOARD_CONTENT)]
+
+
 def user_feature_refs(settings: Settings, feature_set: str) -> list[str]:
+    if feature_set == "onboarding":
+        return onboarding_features()
     if feature_set == "z_u":
         return [f"{C.USER_EMBEDDING_VIEW}:{C.Z_U}"]
     if feature_set == "curated":
@@ -191,10 +198,11 @@ def build_training_set(
 
     feature_set "z_u" reads z_u of ONE batch (the active one when batch_id is None; a retired
     or building batch raises BatchError); "curated" and "raw" read user_history_features and
-    user_onboarding_features. Rows with an item_id also get item_vectors collab/content. The
-    null counts are logged and kept in `frame.attrs["nulls"]`; with `validate`, a z_u set also
-    goes through the validation gate in report mode (never raises: nulls here are by design;
-    train_task gates the rows it trains on for real).
+    user_onboarding_features ("onboarding": only its pick-mean vectors). Rows with an item_id
+    also get item_vectors collab/content. The null counts are logged and kept in
+    `frame.attrs["nulls"]`; with `validate`, a z_u set also goes through the validation gate in
+    report mode (never raises: nulls here are by design; train_task gates the rows it trains
+    on for real).
     """
     from userrep.feast_store import feature_store
 

@@ -1,8 +1,11 @@
 """Mult-VAE baseline (Liang et al. 2018, "Variational Autoencoders for Collaborative
 Filtering"): a VAE over the binary multi-hot, 600-200, multinomial likelihood, annealed KL.
+With `variational=False` it is the paper's Mult-DAE: the same network and input dropout,
+no sampling and no KL term.
 
 The user vector is the encoder mean (200-d). Items seen by fewer than two history users are
 left out of its vocabulary: they carry no co-occurrence and dominate the output layer's cost.
+The input is a dense (users, vocabulary) matrix: a baseline for evaluation-sized data.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class MultVaeConfig:
     batch_size: int = 128  # small: ~1-2k users give only a handful of updates per epoch
     lr: float = 1e-3
     min_users: int = 2  # item vocabulary: items in at least this many users' histories
+    variational: bool = True  # False: Mult-DAE (z = mu in training too, no KL term)
 
 
 class MultVaeNet(nn.Module):
@@ -56,7 +60,8 @@ class MultVaeNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        sample = self.training and self.cfg.variational
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         return self.dec(z), mu, logvar  # logits (batch, n_items)
 
 
@@ -82,13 +87,17 @@ class MultVae:
         return x
 
     def fit(self, ctx: Context) -> None:
-        cfg, hist = self.cfg, ctx.split.hist
+        self.fit_matrix(ctx.split.hist, ctx.seed)
+
+    def fit_matrix(self, hist: sp.csr_matrix, seed: int) -> None:
+        """Fit on a (users, items) history matrix (any weights: only > 0 counts)."""
+        cfg = self.cfg
         self.vocab = np.flatnonzero(np.asarray((hist > 0).sum(axis=0)).ravel() >= cfg.min_users)
         x = self._x(hist)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+            torch.manual_seed(seed)
             self.net = MultVaeNet(len(self.vocab), cfg)
-            self._train(x, np.random.default_rng(ctx.seed))
+            self._train(x, np.random.default_rng(seed))
         self.net.eval()
 
     def _train(self, x: Tensor, rng: np.random.Generator) -> None:
@@ -104,7 +113,7 @@ class MultVae:
             for start in range(0, len(x), cfg.batch_size):
                 xb = x.index_select(0, order[start : start + cfg.batch_size])  # (b, vocab)
                 logits, mu, logvar = self.net(xb)
-                beta = cfg.beta_max * min(1.0, step / anneal_steps)
+                beta = cfg.beta_max * min(1.0, step / anneal_steps) if cfg.variational else 0.0
                 loss = vae_loss(logits, xb, mu, logvar, beta)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -113,7 +122,10 @@ class MultVae:
                 total += loss.item() * len(xb)
             log.debug("mult-vae epoch %d: loss %.3f", epoch + 1, total / len(x))
 
-    @torch.no_grad()
     def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
-        x = self._x(ctx.matrix(user_ids, events, binary=True))
-        return self.net.encode(x)[0].numpy().astype(np.float32)  # (users, latent) = mu
+        return self.embed_matrix(ctx.matrix(user_ids, events, binary=True))
+
+    @torch.no_grad()
+    def embed_matrix(self, m: sp.csr_matrix) -> np.ndarray:
+        """(users, latent) float32 encoder means of a (users, items) matrix's rows."""
+        return self.net.encode(self._x(m))[0].numpy().astype(np.float32)  # (users, latent) = mu

@@ -18,7 +18,8 @@ def demo_cmd(
     ] = 4,
     epochs: Annotated[int, typer.Option(help="Maximum autoencoder epochs.")] = 50,
 ) -> None:
-    """ingest -> encoders -> features -> train -> embed -> publish -> promote, then read z_u back."""
+    """ingest -> encoders -> features -> train -> embed -> publish -> promote, read z_u back,
+    then write the downstream report (reports/downstream_*.html)."""
     from representation.build import last_event_time
     from userrep.cli.app import init_cmd
     from userrep.cli.data import BuiltinDataset, encoders_build_cmd, features_build_cmd, ingest_cmd
@@ -28,13 +29,34 @@ def demo_cmd(
     console.rule(f"userrep demo in {settings.workspace}")
     init_cmd()
     ingest_cmd(dataset=BuiltinDataset.synthetic, n_users=n_users, seed=settings.seed)
-    encoders_build_cmd()
     end = last_event_time(settings.paths).ceil("D")
+    # item vectors as of one week before the end: the downstream report labels (T, T + 7d]
+    # there, and Feast joins only item vectors that existed at T
+    encoders_build_cmd(as_of=str(end - pd.Timedelta(days=7)))
     times = [str(end - pd.Timedelta(days=7 * k)) for k in reversed(range(snapshots))]
     features_build_cmd(as_of=times)
     train_cmd(epochs=epochs)
     embed_cmd()
     _promote_and_show(settings, end)
+    _downstream_report(settings, end - pd.Timedelta(days=7))
+
+
+def _downstream_report(settings, earlier: pd.Timestamp) -> None:
+    """Downstream tasks need labels after T: publish the batch (offline) one week earlier too,
+    then write the report (metrics, costs, projection, loss curves) and print its path."""
+    from representation.batches import active_batch
+    from representation.pipeline import embed_batch
+    from userrep.cli.report import report_cmd
+    from userrep.db import session_scope
+
+    with session_scope(settings.metadata_db_url) as session:
+        active = active_batch(session)
+        if active is None:  # promote refused: nothing to report on
+            return
+        batch_id = active.batch_id
+    embed_batch(settings, batch_id, earlier, online=False)
+    path = report_cmd(batch=batch_id, as_of=str(earlier))
+    console.print(f"downstream report: {path}")
 
 
 def _promote_and_show(settings, as_of: pd.Timestamp) -> None:

@@ -52,7 +52,7 @@ def training_set_cmd(
     task: TaskOpt = "future-listening",
     as_of: AsOfOpt = None,
     batch: BatchOpt = None,
-    feature_set: Annotated[str, typer.Option(help="z_u | curated | raw.")] = "z_u",
+    feature_set: Annotated[str, typer.Option(help="z_u | curated | raw | onboarding.")] = "z_u",
     window_days: WindowOpt = 7,
     exclude_seen: SeenOpt = False,
     validate: Annotated[
@@ -145,16 +145,37 @@ def compare_cmd(
     window_days: WindowOpt = 7,
     out: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
     exclude_seen: SeenOpt = False,
+    cold_start: Annotated[
+        bool,
+        typer.Option(help="Add the cold-start section: users in their first day at T."),
+    ] = True,
+    ablate: Annotated[
+        str | None,
+        typer.Option(
+            help="Retrain z_u without input blocks, one run per comma item (a+b: both at once): "
+            "7d,30d,180d,all,collab,content,onboarding,stats."
+        ),
+    ] = None,
 ) -> None:
-    """Future listening: z_u vs curated vs ALS vs raw input vs popularity, same split."""
+    """Future listening: z_u vs curated, ALS, Mult-DAE, raw input, popularity; same split.
+    Plus cold start (z_u vs onboarding picks vs popularity) and input ablations."""
+    from downstream.ablation import parse_ablations
     from downstream.baselines import compare_baselines
     from representation.batches import BatchError
 
     try:
+        switches = ["+".join(run) for run in parse_ablations(ablate or "")]
         table, _ = compare_baselines(
-            state.settings, parse_time(as_of), batch, family, window_days, exclude_seen=exclude_seen
+            state.settings,
+            parse_time(as_of),
+            batch,
+            family,
+            window_days,
+            exclude_seen=exclude_seen,
+            cold_start=cold_start,
+            ablate=switches,
         )
-    except (BatchError, ValueError) as err:
+    except (BatchError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     if out:
         out.write_text(table + "\n")

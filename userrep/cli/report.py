@@ -1,0 +1,41 @@
+"""CLI `report`: the downstream / infrastructure-cost page (downstream/report.py) for a batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from userrep.cli.app import app, console, fail, parse_time, state
+
+
+@app.command("report")
+def report_cmd(
+    batch: Annotated[str | None, typer.Option(help="z_u batch (default: the active one).")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Label time T (default: newest publish of the batch with later events)."),
+    ] = None,
+    family: Annotated[str, typer.Option(help="xgboost | lightgbm.")] = "lightgbm",
+    window_days: Annotated[int, typer.Option(help="Label window (T, T + days].")] = 7,
+    calls: Annotated[int, typer.Option(help="Online lookups timed per feature set.")] = 50,
+    out: Annotated[Path | None, typer.Option(help="Folder (default: <workspace>/reports).")] = None,
+) -> Path:
+    """Metrics vs baselines, serving / training cost (curated vs z_u), z_u projection, loss
+    curves: one self-contained HTML page plus a markdown summary. Prints the HTML path."""
+    from downstream import report
+    from representation.batches import BatchError
+
+    settings = state.settings
+    try:
+        with console.status("downstream report: training and timing the task models"):
+            data = report.collect(
+                settings, batch, parse_time(as_of), family, window_days, n_calls=calls
+            )
+    except (BatchError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    html_path, md_path = report.write_report(data, out or settings.paths.reports)
+    console.print(f"report: {html_path} (summary {md_path.name})")
+    print(html_path)
+    return html_path
