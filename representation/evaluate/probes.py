@@ -44,15 +44,68 @@ def linear_probe(split: Split, vectors: UserVectors) -> float:
     y, mask = split.labels(), split.pair_mask()  # (users, candidates)
     tr, te = np.flatnonzero(split.train), np.flatnonzero(split.test)
     x_tr, x_te = _scaled(vectors[tr], vectors[te])
-    aucs = []
-    for j in range(len(split.candidates)):
-        rows, test_rows = tr[mask[tr, j]], te[mask[te, j]]
-        if len(np.unique(y[rows, j])) < 2 or len(np.unique(y[test_rows, j])) < 2:
-            continue
-        model = LogisticRegression(C=LINEAR_C, max_iter=200)
-        model.fit(x_tr[mask[tr, j]], y[rows, j])
-        aucs.append(auc(y[test_rows, j], model.decision_function(x_te[mask[te, j]])))
+    y_tr, y_te, m_tr, m_te = y[tr], y[te], mask[tr], mask[te]
+    # an item is scored when both its fitted and its scored pairs hold both classes
+    both = lambda yy, mm: ((yy == 1) & mm).any(0) & ((yy == 0) & mm).any(0)  # noqa: E731
+    items = np.flatnonzero(both(y_tr, m_tr) & both(y_te, m_te))
+    if len(items) == 0:
+        return float("nan")
+    w, b = fit_logistic(x_tr, y_tr[:, items], m_tr[:, items], LINEAR_C)
+    scores = _matmul(x_te, w) + b  # (test users, items) decision function
+    aucs = [auc(y_te[m_te[:, j], j], scores[m_te[:, j], k]) for k, j in enumerate(items)]
     return float(np.mean(aucs))
+
+
+def _matmul(x: UserVectors, w: np.ndarray) -> np.ndarray:
+    return np.asarray(x @ w)
+
+
+def fit_logistic(
+    x: UserVectors, y: np.ndarray, mask: np.ndarray, c: float, tol: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray]:
+    """One L2-regularised logistic regression per column of y, all fitted at once.
+
+    Minimises, for each column j independently, sklearn's objective
+    C * sum_i mask_ij * logloss(y_ij, x_i w_j + b_j) + ||w_j||^2 / 2 (intercept not penalised).
+    The columns share no parameter, so the joint L-BFGS minimum is every column's own minimum:
+    the same model as looping sklearn's LogisticRegression(C=c), many times faster. Like sklearn,
+    the objective is divided by the number of rows and L-BFGS stops on the largest gradient entry
+    (`tol`; sklearn's default is 1e-4 per model: 1e-5 over all columns is at least as tight).
+    Returns w (dim, columns) and b (columns,).
+    """
+    import torch
+
+    if sp.issparse(x):
+        csr = sp.csr_matrix(x, dtype=np.float64)
+        xt = torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data),
+            csr.shape,
+            check_invariants=False,
+        )
+    else:
+        xt = torch.from_numpy(np.asarray(x, np.float64))
+    n = x.shape[0]
+    yt = torch.from_numpy(y.astype(np.float64))
+    mt = torch.from_numpy(mask.astype(np.float64))
+    w = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], max_iter=500, tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = xt @ w + b
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(z, yt, mt, reduction="sum")
+        loss = (c * nll + 0.5 * (w * w).sum()) / n
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
 
 
 def item_features(split: Split, collab: np.ndarray) -> np.ndarray:
