@@ -7,6 +7,7 @@ Each build is a version under <workspace>/encoders/<version>/ and a Feast item_v
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -49,9 +50,24 @@ class ItemVectors:
 
     def index(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of item ids; -1 for items this version does not know."""
+        ids = np.asarray(ids)
+        table = self._dense_index if len(ids) > 4 * len(self.item_ids) else None
+        if table is not None:  # one gather instead of a binary search per id
+            inside = (ids >= 0) & (ids < len(table))
+            return np.where(inside, table[np.where(inside, ids, 0)], -1)
         pos = np.searchsorted(self.item_ids, ids)
         pos = np.clip(pos, 0, len(self.item_ids) - 1)
         return np.where(self.item_ids[pos] == ids, pos, -1)
+
+    @functools.cached_property
+    def _dense_index(self) -> np.ndarray | None:
+        """item id -> row (-1: unknown) as one array, when the ids are small non-negative ints."""
+        ids = self.item_ids
+        if len(ids) == 0 or ids[0] < 0 or ids[-1] > 8 * len(ids) + 1_000_000:
+            return None
+        table = np.full(int(ids[-1]) + 1, -1, np.int64)
+        table[ids] = np.arange(len(ids))
+        return table
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

@@ -48,10 +48,26 @@ def events_source(paths: WorkspacePaths) -> str:
 def _horizon_sql(horizons: Sequence[C.Horizon]) -> str:
     parts = []
     for h in horizons:
-        cond = "TRUE" if h.days is None else f"ts > $as_of - INTERVAL {h.days} DAY"
-        parts.append(f"SUM(CASE WHEN {cond} THEN ln(1 + weight) ELSE 0 END) AS w_{h.name}")
-        parts.append(f"COUNT(*) FILTER (WHERE {cond}) AS n_{h.name}")
+        cond = "" if h.days is None else f" FILTER (WHERE ts > $as_of - INTERVAL {h.days} DAY)"
+        parts.append(f"COALESCE(SUM(lw){cond}, 0) AS w_{h.name}")
+        parts.append(f"COUNT(*){cond} AS n_{h.name}")
     return ",\n  ".join(parts)
+
+
+def pair_sql(source: str, horizons: Sequence[C.Horizon], shard: int = 0, n_shards: int = 1) -> str:
+    """The (user, item) aggregation over `source`, events <= $as_of, rows sorted by user."""
+    where = "" if n_shards == 1 else f" AND user_id % {n_shards} = {shard}"
+    return f"""
+    SELECT user_id, item_id,
+      {_horizon_sql(horizons)},
+      epoch(MAX(ts)) AS last_s
+    FROM (
+      SELECT user_id, item_id, ts, ln(1 + weight) AS lw FROM {source}
+      WHERE ts <= $as_of{where}
+    )
+    GROUP BY user_id, item_id
+    ORDER BY user_id
+    """
 
 
 def pair_aggregates(
@@ -66,29 +82,68 @@ def pair_aggregates(
 
     `source` is a SQL relation: the workspace's event files, or an in-memory frame registered
     on `con` (the near-real-time path), so batch and online share one definition. Rows come
-    sorted by user, as numpy columns.
+    sorted by user, as numpy columns. `shard` / `n_shards` keep the users with
+    user_id % n_shards == shard (a scale-out engine aggregates each shard on its own).
     """
-    sql = f"""
-    SELECT user_id, item_id,
-      {_horizon_sql(horizons)},
-      epoch(MAX(ts)) AS last_s
-    FROM {source}
-    WHERE ts <= $as_of AND user_id % {n_shards} = {shard}
-    GROUP BY user_id, item_id
-    ORDER BY user_id
-    """
+    sql = pair_sql(source, horizons, shard, n_shards)
     return con.execute(sql, {"as_of": as_of.to_pydatetime()}).fetchnumpy()
+
+
+def iter_pair_chunks(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    as_of: pd.Timestamp,
+    horizons: Sequence[C.Horizon],
+    chunk_pairs: int = 1_000_000,
+) -> Iterator[dict[str, np.ndarray]]:
+    """pair_aggregates of every user in one pass, streamed in chunks that end on a user boundary.
+
+    One scan of the events (sharding by user id would re-read them once per shard); DuckDB's
+    memory limit (set by the caller) bounds the aggregation, spilling to disk beyond it.
+    """
+    reader = con.execute(pair_sql(source, horizons), {"as_of": as_of.to_pydatetime()})
+    carry: dict[str, np.ndarray] | None = None
+    for batch in reader.to_arrow_reader(chunk_pairs):
+        cols = {name: batch.column(name).to_numpy() for name in batch.schema.names}
+        if carry is not None:
+            cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
+        users = cols[C.USER_ID]
+        cut = int(np.searchsorted(users, users[-1])) if len(users) else 0  # last user may go on
+        carry = {k: v[cut:] for k, v in cols.items()}
+        if cut:
+            yield {k: v[:cut] for k, v in cols.items()}
+    if carry is not None and len(carry[C.USER_ID]):
+        yield carry
 
 
 def _weighted_means(
     rows: np.ndarray, cols: np.ndarray, w: np.ndarray, vectors: np.ndarray, n_users: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per user, the w-weighted mean of item vectors; users with no weight are invalid (NaN)."""
+    """_grouped_weighted_means for (row, col, weight) triples in any order."""
+    if len(rows) > 1 and (rows[1:] < rows[:-1]).any():
+        order = np.argsort(rows, kind="stable")
+        rows, cols, w = rows[order], cols[order], w[order]
+    indptr = np.searchsorted(rows, np.arange(n_users + 1))
+    return _grouped_weighted_means(indptr, cols, w, vectors)
+
+
+def _grouped_weighted_means(
+    indptr: np.ndarray, cols: np.ndarray, w: np.ndarray, vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the w-weighted mean of item vectors; users with no weight are invalid (NaN).
+
+    Pairs come grouped by user (`indptr` delimits each user's pairs), so the (users, items)
+    weight matrix is built in place as CSR: no COO sort, no duplicate pass.
+    """
+    n_users = len(indptr) - 1
+    totals = np.zeros(n_users)  # float64: exact normaliser
+    has = np.diff(indptr) > 0
+    totals[has] = np.add.reduceat(np.asarray(w, np.float64), indptr[:-1][has])
     nz = w > 0  # only pairs inside the horizon: the short horizons are cheap
-    m = sp.csr_matrix(
-        (w[nz].astype(np.float32), (rows[nz], cols[nz])), shape=(n_users, len(vectors))
-    )
-    totals = np.bincount(rows, w, minlength=n_users)  # float64: exact normaliser
+    if not nz.all():
+        kept = np.concatenate([[0], np.cumsum(nz)])
+        indptr, cols, w = kept[indptr], cols[nz], w[nz]
+    m = sp.csr_matrix((w.astype(np.float32), cols, indptr), shape=(n_users, len(vectors)))
     valid = totals > 0
     means = (m @ vectors) / np.where(valid, totals, 1.0)[:, None]  # (n_users, dim)
     means[~valid] = np.nan
@@ -102,9 +157,10 @@ def history_table(
     horizons: Sequence[C.Horizon],
 ) -> pa.Table:
     """Aggregate (user, item) rows (sorted by user) into one feature row per user."""
-    users, starts, uidx = np.unique(
-        np.asarray(pairs[C.USER_ID]), return_index=True, return_inverse=True
-    )
+    user_col = np.asarray(pairs[C.USER_ID])
+    starts = np.flatnonzero(np.r_[True, user_col[1:] != user_col[:-1]])  # rows sorted by user
+    users, indptr = user_col[starts], np.r_[starts, len(user_col)]
+    uidx = np.repeat(np.arange(len(starts)), np.diff(indptr))
     ipos = vecs.index(np.asarray(pairs[C.ITEM_ID]))
     known = ipos >= 0  # items outside the encoder's catalog carry no vector
     both = np.hstack([getattr(vecs, m) for m in C.MODALITIES])  # (n_items, sum of dims)
@@ -112,7 +168,7 @@ def history_table(
     cols: dict[str, pa.Array] = {C.USER_ID: pa.array(users, pa.int64())}
     for h in horizons:
         wh = np.asarray(pairs[f"w_{h.name}"], np.float64)
-        means, valid = _weighted_means(uidx, np.where(known, ipos, 0), wh * known, both, len(users))
+        means, valid = _grouped_weighted_means(indptr, np.where(known, ipos, 0), wh * known, both)
         for modality, part in zip(C.MODALITIES, np.split(means, widths, axis=1), strict=True):
             cols[C.vector_feature(modality, h)] = list_array(part, valid)
         cols[C.count_feature(h)] = pa.array(
@@ -148,16 +204,16 @@ def iter_history_shards(
     vecs: ItemVectors,
     as_of: pd.Timestamp,
     horizons: Sequence[C.Horizon],
-    shard_events: int = 5_000_000,
+    chunk_pairs: int = 1_000_000,
+    memory_limit: str = "1GB",
 ) -> Iterator[pa.Table]:
-    """History feature rows, users sharded by id so memory stays bounded."""
+    """History feature rows in chunks of whole users, so memory stays bounded."""
+    if not any(paths.events.glob("*.parquet")):
+        return
     con = duckdb.connect()
-    n_events = count_events(con, paths, as_of)
-    n_shards = max(1, -(-n_events // shard_events))
-    for shard in range(n_shards):
-        pairs = pair_aggregates(con, events_source(paths), as_of, horizons, shard, n_shards)
-        if len(pairs[C.USER_ID]):
-            yield history_table(pairs, vecs, as_of, horizons)
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    for pairs in iter_pair_chunks(con, events_source(paths), as_of, horizons, chunk_pairs):
+        yield history_table(pairs, vecs, as_of, horizons)
 
 
 def count_events(con: duckdb.DuckDBPyConnection, paths: WorkspacePaths, as_of: pd.Timestamp) -> int:
@@ -257,7 +313,8 @@ def write_history_snapshot(
     writer, n = None, 0
     try:
         for table in iter_history_shards(paths, vecs, as_of, horizons):
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            # no dictionary pages: float vectors do not repeat (2x faster, 10% smaller)
+            writer = writer or pq.ParquetWriter(tmp, table.schema, use_dictionary=False)
             writer.write_table(table)
             n += table.num_rows
         if writer is None:

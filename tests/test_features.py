@@ -134,3 +134,31 @@ def test_feast_point_in_time_join_keeps_rows_and_never_leaks(fresh_settings: Set
     assert pd.isna(got[(2, T + DAY)])  # before user 2's first play: null, never a later value
     assert got[(2, T + 6 * DAY)] == 1
     assert pd.isna(got[(99, T + DAY)])  # unknown user kept with nulls
+
+
+def test_streamed_chunks_end_on_user_boundaries_and_lose_no_pair() -> None:
+    import duckdb
+
+    rng = np.random.default_rng(3)
+    n = 400
+    events = pd.DataFrame(
+        {
+            C.USER_ID: rng.integers(0, 25, n),  # ~16 events per user: most users span chunks
+            C.ITEM_ID: rng.integers(0, 4, n),
+            C.TS: T - pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
+            C.WEIGHT: rng.random(n) * 5,
+        }
+    )
+    con = duckdb.connect()
+    con.register("ev", events)
+    horizons = Settings(workspace="unused").horizon_list
+    whole = feat.pair_aggregates(con, "ev", T, horizons)
+    chunks = list(feat.iter_pair_chunks(con, "ev", T, horizons, chunk_pairs=7))
+    assert len(chunks) > 3
+    users = [set(c[C.USER_ID].tolist()) for c in chunks]
+    assert all(a.isdisjoint(b) for i, a in enumerate(users) for b in users[i + 1 :])
+    streamed = {k: np.concatenate([c[k] for c in chunks]) for k in whole}
+    a = np.lexsort((whole[C.ITEM_ID], whole[C.USER_ID]))  # item order within a user is free
+    b = np.lexsort((streamed[C.ITEM_ID], streamed[C.USER_ID]))
+    for key, col in whole.items():
+        np.testing.assert_array_equal(streamed[key][b], col[a])

@@ -45,6 +45,14 @@ def evaluate_cmd(
         Path | None,
         typer.Option(help="Report folder (default: <workspace>/reports/evaluate-<dataset>)."),
     ] = None,
+    record_floors: Annotated[
+        bool,
+        typer.Option(
+            "--record-floors",
+            help="Store z_u's scores of this run (first seed; noise = the other seeds' spread) "
+            "as the data set's floor in representation/evaluate/floors.json: CI fails below it.",
+        ),
+    ] = False,
 ) -> None:
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
     from representation.evaluate import report
@@ -89,5 +97,10 @@ def evaluate_cmd(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     files = report.write(run, out)
+    if record_floors:
+        from representation.evaluate import floors
+
+        floors.save(run)
+        files.append(floors.FLOORS_FILE)
     console.print(report.to_markdown(run))
     console.print(f"wall time {run.wall_s:.0f} s; reports: {', '.join(str(f) for f in files)}")
