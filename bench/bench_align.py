@@ -1,5 +1,6 @@
 """Benchmark: batch alignment cost (Procrustes fit + map apply, plus the extra encoder passes
-train_batch makes on the fit users) against autoencoder training time.
+train_batch makes on the fit users; the BCT term's extra time per epoch) against autoencoder
+training time. The three-retrain study of aligned batches is bench/bench_align_study.py.
 
     .venv/bin/python -m bench.bench_align [--users 1000000] [--dim 64] [--train-users 100000]
         [--epochs 1] [--full-epochs 50]
@@ -22,7 +23,7 @@ from bench.bench_train import bench_layout, random_input
 from representation.align import MAX_FIT_USERS, fit_procrustes
 from representation.artifact import UserEncoder
 from representation.model import AutoencoderConfig
-from representation.train import TrainConfig, train_autoencoder
+from representation.train import Anchors, TrainConfig, train_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ def time_training(n: int, dim: int, epochs: int) -> tuple[float, UserEncoder, np
     result = train_autoencoder(x, blocks, cfg, TrainConfig(epochs=epochs, seed=0))
     per_epoch = result.metrics["seconds"] / max(result.metrics["epochs_run"], 1)
     return per_epoch, UserEncoder.from_result(result), x
+
+
+def time_bct_epoch(encoder: UserEncoder, x: np.ndarray, epochs: int) -> float:
+    """Seconds per epoch training on x with every user an anchor (the parent: encoder)."""
+    anchors = Anchors(np.arange(len(x)), encoder.embed(x))
+    cfg = AutoencoderConfig(input_dim=x.shape[1], latent_dim=encoder.latent_dim)
+    tcfg = TrainConfig(epochs=epochs, seed=1)
+    result = train_autoencoder(x, list(encoder.blocks), cfg, tcfg, anchors=anchors)
+    return result.metrics["seconds"] / max(result.metrics["epochs_run"], 1)
 
 
 def main() -> None:
@@ -82,6 +92,14 @@ def main() -> None:
     total = t_passes + t_fit
     for label, t_ref in (("full run", t_train), ("one epoch", t_train / args.full_epochs)):
         print(f"alignment / training ({label}): {100 * total / t_ref:.2f}%  (target < 5%)")
+    bct_epoch = time_bct_epoch(encoder, x, args.epochs)
+    extra = max(bct_epoch - per_epoch, 0.0) / per_epoch  # the term's share of an epoch
+    t_bct = t_passes / 2 + extra * t_train  # one parent pass over the anchors + the term
+    print(
+        f"bct term: {bct_epoch:.1f} s/epoch vs {per_epoch:.1f} plain (+{100 * extra:.1f}%); "
+        f"bct / training (full run): {100 * t_bct / t_train:.2f}%, "
+        f"bct+procrustes: {100 * (t_bct + total) / t_train:.2f}%"
+    )
     print(
         f"apply at embed time: {1e9 * t_apply / args.users:.0f} ns/user vs encoder "
         f"{1e9 * embed_per_user:.0f} ns/user ({100 * t_apply / args.users / embed_per_user:.1f}%)"

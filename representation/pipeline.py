@@ -81,19 +81,18 @@ def train_batch(
     parent_batch_id: str | None = None,
     on_epoch: EpochCallback | None = None,
     align_to: str | None = None,
+    align_method: str = align.DEFAULT_METHOD,
 ) -> str:
     """Train the autoencoder on the snapshot at as_of; register a new batch (status building).
 
-    With align_to, z_u is mapped into that batch's space (representation/align.py).
+    With align_to, z_u is made compatible with that batch's space by align_method (one of
+    align.METHODS: a BCT term in training, a Procrustes map after it, or both).
     """
     c_dim, t_dim = _encoder_dims(settings)
     layout = InputLayout(tuple(h.name for h in settings.horizon_list), c_dim, t_dim)
     users, x = training_matrix(settings, as_of, layout)
     cfg = AutoencoderConfig(input_dim=layout.dim, **(model_cfg or {}))
     train_cfg = train_cfg or TrainConfig(seed=settings.seed)
-    result = train_autoencoder(x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch)
-    batch_id = batches.new_batch_id(as_of.to_pydatetime())
-    art_dir = settings.paths.batches / batch_id / "encoder"
     extra = {
         "layout": layout.__dict__ | {"horizons": list(layout.horizons)},
         "feature_names": layout.feature_names,
@@ -102,11 +101,24 @@ def train_batch(
         "as_of": as_of.isoformat(),
         "encoder_version": _current_encoder(settings),
     }
+    anchors = None
+    if align_to is not None:
+        if align_method not in align.METHODS:
+            raise ValueError(f"unknown alignment method {align_method!r}")
+        hash_ = extra["input_schema_hash"]
+        anchors = align.parent_anchors(settings, align_to, users, x, hash_, cfg.latent_dim)
+    bct = anchors if align.BCT in align_method else None
+    result = train_autoencoder(x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch, anchors=bct)
+    batch_id = batches.new_batch_id(as_of.to_pydatetime())
+    art_dir = settings.paths.batches / batch_id / "encoder"
     sha = save_artifact(art_dir, result, extra)
     alignment = None
     if align_to is not None:
         raw = UserEncoder.from_result(result, extra)  # z_u in B's own space
-        alignment = align.align_new_batch(settings, align_to, art_dir, users, x, raw)
+        weight = train_cfg.compat_weight
+        alignment = align.align_new_batch(
+            settings, align_to, art_dir, users, x, raw, True, align_method, anchors, weight
+        )
     with session_scope(settings.metadata_db_url) as session:
         row = batches.create_batch(
             session,
@@ -184,7 +196,7 @@ def embed_batch(
         with pq.ParquetWriter(tmp, _embedding_schema()) as writer:
             for lo in range(0, len(all_users), chunk_users):
                 ids = all_users[lo : lo + chunk_users]
-                z = encoder.embed(to_matrix(snapshot.rows(ids), layout))
+                z = _embed_users(encoder, snapshot, ids, layout)  # (n, latent_dim)
                 table = embedding_table(ids, z, batch_id, as_of)
                 writer.write_table(table)
                 if store is not None:
@@ -199,6 +211,18 @@ def embed_batch(
         if batches.get_batch(session, batch_id).status == BatchStatus.BUILDING:
             batches.mark_ready(session, batch_id, n)  # first publish: the batch becomes visible
     return EmbedReport(batch_id, as_of, n, time.perf_counter() - t0, target)
+
+
+def _embed_users(
+    encoder: UserEncoder, snapshot: Snapshot, ids: np.ndarray, layout: InputLayout
+) -> np.ndarray:
+    """z_u of these users, assembled and embedded part by part in reused, cache-sized buffers."""
+    z = np.empty((len(ids), encoder.latent_dim), np.float32)  # (n, latent_dim)
+    lo = 0
+    for x in snapshot.matrix_parts(ids, layout):  # (part, input_dim), valid until the next
+        z[lo : lo + len(x)] = encoder.embed(x)
+        lo += len(x)
+    return z
 
 
 def published_times(settings: Settings, batch_id: str) -> list[pd.Timestamp]:
@@ -234,13 +258,14 @@ def embedding_table(
     """Rows of the user_embedding view: (user_id, batch_id, z_u, event_timestamp=as_of)."""
     n = len(user_ids)
     now = pd.Timestamp.now(tz="UTC")
+    ts = pa.timestamp("us", "UTC")
     return pa.Table.from_arrays(
         [
             pa.array(np.asarray(user_ids, np.int64)),
-            pa.array([batch_id] * n),
+            pa.repeat(pa.scalar(batch_id, pa.string()), n),  # no n-element Python lists
             list_array(z),
-            pa.array([as_of] * n, pa.timestamp("us", "UTC")),
-            pa.array([now] * n, pa.timestamp("us", "UTC")),
+            pa.repeat(pa.scalar(as_of, ts), n),
+            pa.repeat(pa.scalar(now, ts), n),
         ],
         schema=_embedding_schema(),
     )

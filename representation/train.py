@@ -50,6 +50,10 @@ class TrainConfig:
     seed: int = 0  # seeds init, split, batch order, noise, masks and dropout: same seed, same z
     bf16: bool = False  # bfloat16 autocast for training matmuls: ~1.4x faster epochs on CPUs
     # with AVX512-BF16 / AMX, slower on others; evaluation and embedding stay float32
+    compat_weight: float = 1.0  # BCT term (only with parent anchors): weight of the anchor
+    # users' squared distance to their parent z_u, relative to the parent's z_u variance; 1.0
+    # cut the unmapped residual 1.51 -> 0.25 with the same linear-probe AUC (0.726 vs 0.725;
+    # synthetic drift 0.5, bench/bench_align_study.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -58,6 +62,8 @@ class TrainConfig:
             raise ValueError("masking probabilities must lie in [0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must lie in [0, 1)")
+        if self.compat_weight < 0:
+            raise ValueError("compat_weight must be >= 0")
 
     @classmethod
     def tiny(cls) -> TrainConfig:
@@ -157,6 +163,33 @@ def masked_mse(recon: Tensor, target: Tensor) -> Tensor:
     return (diff * diff).sum() / observed.sum().clamp(min=1.0)
 
 
+@dataclass(frozen=True)
+class Anchors:
+    """Users whose z_u must stay near a parent batch's (the BCT term; representation/align.py)."""
+
+    rows: np.ndarray  # (n_anchors,) row positions in the training matrix
+    z_parent: np.ndarray  # (n_anchors, latent_dim) the parent's z_u of those rows, same inputs
+
+
+class CompatTerm:
+    """weight * mean ||z - z_parent||^2 / var(z_parent) over the anchor rows of a minibatch."""
+
+    def __init__(self, anchors: Anchors, n_users: int, weight: float):
+        z = torch.from_numpy(np.asarray(anchors.z_parent, np.float32))  # (n_anchors, latent)
+        self.target = z
+        self.position = torch.full((n_users,), -1, dtype=torch.long)  # row -> anchor index
+        self.position[torch.from_numpy(np.asarray(anchors.rows, np.int64))] = torch.arange(len(z))
+        self.scale = weight / max(float(z.var(dim=0).sum()), 1e-12)  # per-user, not per-dim
+
+    def __call__(self, z: Tensor, rows_b: Tensor) -> Tensor:
+        pos = self.position.index_select(0, rows_b)  # (b,) anchor index or -1
+        hit = pos >= 0  # (b,)
+        if not bool(hit.any()):
+            return z.new_zeros(())
+        diff = z[hit] - self.target.index_select(0, pos[hit])  # (hits, latent_dim)
+        return self.scale * (diff * diff).sum() / len(rows_b)
+
+
 @dataclass
 class TrainResult:
     """A trained model with everything needed to embed users and to save it as an artifact."""
@@ -169,8 +202,11 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_epoch(model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cfg, rng) -> float:
-    """One pass over the training users in a seeded random order; returns the mean loss."""
+def _train_epoch(
+    model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cfg, rng, compat=None
+) -> float:
+    """One pass over the training users in a seeded random order; returns the mean loss
+    (reconstruction, plus the BCT term when compat is given)."""
     model.train()
     order = rows[rng.permutation(len(rows))]
     total = 0.0
@@ -178,8 +214,10 @@ def _train_epoch(model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cf
         rows_b = torch.from_numpy(order[start : start + cfg.batch_size])  # (b,)
         target = x.index_select(0, rows_b)  # (b, input_dim); ~5x faster than x[rows_b]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            recon, _ = model(corrupt(target))  # (b, input_dim)
+            recon, z = model(corrupt(target))  # (b, input_dim), (b, latent_dim)
         loss = masked_mse(recon.float(), target)
+        if compat is not None:
+            loss = loss + compat(z.float(), rows_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -212,8 +250,12 @@ def train_autoencoder(
     config: AutoencoderConfig,
     train_config: TrainConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    anchors: Anchors | None = None,
 ) -> TrainResult:
     """Fit normaliser and autoencoder on x (users, input_dim; NaN = missing), early-stopped.
+
+    With anchors, the loss adds train_config.compat_weight times the BCT term (CompatTerm):
+    backward-compatible training that keeps those users' z_u near a parent batch's.
 
     Deterministic for a given seed and thread count; the caller's torch RNG state is untouched.
     on_epoch(epoch, train_loss, val_loss) is called after every epoch (1-based).
@@ -229,13 +271,18 @@ def train_autoencoder(
         normaliser = Normaliser.fit(x, train_rows)
         xs = torch.from_numpy(normaliser.transform(x))  # (users, input_dim), NaN = missing
         model = UserAutoencoder(config, blocks)
-        metrics = _fit(model, xs, train_rows, val_rows, cfg, rng, on_epoch)
+        compat = None
+        if anchors is not None and cfg.compat_weight > 0:
+            compat = CompatTerm(anchors, len(x), cfg.compat_weight)
+        metrics = _fit(model, xs, train_rows, val_rows, cfg, rng, on_epoch, compat)
     model.eval()
     return TrainResult(model, normaliser, tuple(blocks), config, cfg, metrics)
 
 
-def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch) -> dict:
-    """The epoch loop: train, evaluate, keep the best weights, stop after `patience` misses."""
+def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch, compat) -> dict:
+    """The epoch loop: train, evaluate, keep the best weights, stop after `patience` misses.
+
+    Early stopping reads the reconstruction loss only, with or without the BCT term."""
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
@@ -247,7 +294,7 @@ def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoc
     best_state, t_start = None, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng)
+        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng, compat)
         m["users_per_s"].append(len(train_rows) / (time.perf_counter() - t0))
         m["train_loss"].append(train_loss)
         m["val_loss"].append(val := _val_loss(model, xs, val_rows, cfg))

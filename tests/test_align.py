@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from downstream.models import make_model
 from downstream.tasks import Design
 from representation import align, batches, build, pipeline
 from representation.artifact import UserEncoder, artifact_sha256
-from representation.train import TrainConfig
+from representation.model import AutoencoderConfig, InputBlock
+from representation.train import Anchors, TrainConfig, train_autoencoder
 from tests.conftest import Pipeline
 from userrep import columns as C
 from userrep.db import DownstreamModel, session_scope
@@ -98,6 +99,53 @@ def test_pinned_model_scores_the_same_on_a_rotated_space_and_not_on_a_shuffled_o
     assert bad["pinned"] - bad["aligned"] > 0.1 > compat.DEFAULT_MAX_DROP
 
 
+def _bct_world(n: int = 600, seed: int = 0) -> tuple[np.ndarray, list[InputBlock]]:
+    """(n, 24) inputs with a planted 4-d structure and some missing values, one block group."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)) @ rng.normal(size=(4, 24)) + 0.1 * rng.normal(size=(n, 24))
+    x[rng.random(n) < 0.1, 12:] = np.nan  # some users lack the second block
+    blocks = [InputBlock("a", 0, 12, "g1"), InputBlock("b", 12, 24, "g2")]
+    return x.astype(np.float32), blocks
+
+
+def _tiny_train(x, blocks, seed: int, anchors=None, weight: float = 1.0) -> UserEncoder:
+    cfg = AutoencoderConfig.tiny(x.shape[1])
+    tcfg = replace(TrainConfig.tiny(), epochs=15, seed=seed, compat_weight=weight)
+    return UserEncoder.from_result(train_autoencoder(x, blocks, cfg, tcfg, anchors=anchors))
+
+
+def test_bct_term_pulls_anchor_vectors_toward_the_parent() -> None:
+    x, blocks = _bct_world()
+    parent = _tiny_train(x, blocks, seed=0)
+    rows = np.arange(0, len(x), 2)  # half the users are anchors
+    anchors = Anchors(rows, parent.embed(x[rows]))
+    plain = _tiny_train(x, blocks, seed=1)  # same data, same seed: only the term differs
+    bct = _tiny_train(x, blocks, seed=1, anchors=anchors)
+    off = _tiny_train(x, blocks, seed=1, anchors=anchors, weight=0.0)
+    r_plain = align.identity_fit(plain.embed(x[rows]), anchors.z_parent)["residual"]
+    r_bct = align.identity_fit(bct.embed(x[rows]), anchors.z_parent)["residual"]
+    others = np.arange(1, len(x), 2)  # never anchors: the term generalises to them
+    r_others = align.identity_fit(bct.embed(x[others]), parent.embed(x[others]))["residual"]
+    log.info(
+        "identity residual: plain %.3f, bct %.3f, bct non-anchors %.3f", r_plain, r_bct, r_others
+    )
+    assert r_plain > 0.7  # a retrain is another space: no closer than unrelated vectors
+    assert r_bct < 0.35 * r_plain and r_others < 0.5 * r_plain
+    np.testing.assert_array_equal(off.embed(x), plain.embed(x))  # weight 0: exactly no term
+
+
+def test_fit_alignment_methods() -> None:
+    z_a, _ = _clustered()
+    anchors = Anchors(np.arange(len(z_a)), z_a)
+    rotated = (z_a @ _orthogonal(16, 6)).astype(np.float32)
+    amap, fit = align.fit_alignment(anchors, rotated, "procrustes")
+    assert amap is not None and fit["residual"] < 1e-5 and fit["residual_raw"] > 0.5
+    none, fit_bct = align.fit_alignment(anchors, rotated, "bct")
+    assert none is None and fit_bct["residual"] == pytest.approx(fit["residual_raw"])
+    with pytest.raises(ValueError, match="unknown alignment method"):
+        align.fit_alignment(anchors, rotated, "magic")
+
+
 # --- end to end on the tiny synthetic workspace ---------------------------------------------
 
 
@@ -109,12 +157,16 @@ class Aligned:
     model_id: str
 
 
-def _train(settings: Settings, t: pd.Timestamp, seed: int, align_to: str | None) -> str:
+def _train(
+    settings: Settings, t: pd.Timestamp, seed: int, align_to: str | None, method: str = "procrustes"
+) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         cfg = TrainConfig(epochs=12, seed=seed)
-        batch_id = pipeline.train_batch(settings, t, None, cfg, align_to=align_to)
+        batch_id = pipeline.train_batch(
+            settings, t, None, cfg, align_to=align_to, align_method=method
+        )
     finally:
         torch.set_num_threads(threads)
     pipeline.embed_batch(settings, batch_id, t)
@@ -246,7 +298,7 @@ def test_shuffled_batch_is_refused(ws: Aligned) -> None:
 
 @pytest.mark.slow
 def test_real_retrain_breaks_unaligned_and_stays_close_aligned(ws: Aligned) -> None:
-    batch_id = _train(ws.settings, ws.as_of, seed=1, align_to=ws.parent)
+    batch_id = _train(ws.settings, ws.as_of, seed=1, align_to=ws.parent, method="procrustes")
     assert isinstance(pipeline.load_encoder(ws.settings, batch_id)[0], align.AlignedEncoder)
     with session_scope(ws.settings.metadata_db_url) as session:
         alignment = batches.get_batch(session, batch_id).alignment
@@ -254,3 +306,16 @@ def test_real_retrain_breaks_unaligned_and_stays_close_aligned(ws: Aligned) -> N
     log.warning("real retrain: alignment %s, compat %s", alignment, record)
     assert record["pinned"] - record["unaligned"] > 0.05  # unaligned: the model is broken
     assert record["pinned"] - record["aligned"] < 0.5 * (record["pinned"] - record["unaligned"])
+
+
+@pytest.mark.slow
+def test_bct_retrain_records_its_alignment(ws: Aligned) -> None:
+    batch_id = _train(ws.settings, ws.as_of, seed=1, align_to=ws.parent, method="bct+procrustes")
+    with session_scope(ws.settings.metadata_db_url) as session:
+        row = batches.get_batch(session, batch_id)
+        record, parent = row.alignment, row.parent_batch_id
+    log.warning("bct retrain: alignment %s", record)
+    assert parent == ws.parent and record["method"] == "bct+procrustes"
+    assert record["compat_weight"] == TrainConfig().compat_weight and record["sha256"]
+    assert 0 <= record["residual"] <= record["residual_raw"] < 0.7  # raw space already close
+    assert record["variance_explained"] == pytest.approx(1 - record["residual"] ** 2)

@@ -41,14 +41,27 @@ def train_cmd(
     no_align: Annotated[
         bool, typer.Option("--no-align", help="Keep the new batch's own z_u space.")
     ] = False,
+    align_method: Annotated[
+        str | None,
+        typer.Option(
+            help="procrustes (map after training), bct (compatibility term in training) or "
+            "bct+procrustes (default: representation.align.DEFAULT_METHOD)."
+        ),
+    ] = None,
+    compat_weight: Annotated[
+        float, typer.Option(help="Weight of the BCT term (relative to the parent's variance).")
+    ] = 1.0,
 ) -> None:
     """Train the denoising autoencoder on encoder_input_v1: a new batch (status building)."""
-    from representation.align import default_parent
+    from representation.align import DEFAULT_METHOD, METHODS, default_parent
     from representation.pipeline import train_batch
     from representation.train import TrainConfig
 
+    align_method = align_method or DEFAULT_METHOD
+    if align_method not in METHODS:
+        fail(f"--align-method: choose from {', '.join(METHODS)}")
     t = parse_time(as_of) or _latest_snapshot()
-    cfg = TrainConfig(epochs=epochs, seed=state.settings.seed)
+    cfg = TrainConfig(epochs=epochs, seed=state.settings.seed, compat_weight=compat_weight)
     target = None if no_align else (align_to or default_parent(state.settings))
     columns = (
         TextColumn("{task.description}"),
@@ -65,7 +78,14 @@ def train_cmd(
             )
 
         batch_id = train_batch(
-            state.settings, t, {"latent_dim": latent_dim}, cfg, parent, on_epoch, target
+            state.settings,
+            t,
+            {"latent_dim": latent_dim},
+            cfg,
+            parent,
+            on_epoch,
+            target,
+            align_method,
         )
     console.print(
         f"batch {batch_id} trained (status building): next `userrep embed --batch {batch_id}`"
