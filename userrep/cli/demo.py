@@ -7,6 +7,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from userrep import columns as C
 from userrep.cli.app import app, console, state
 
 
@@ -17,18 +18,29 @@ def demo_cmd(
         int, typer.Option(help="Weekly feature snapshots ending at the last event.")
     ] = 4,
     epochs: Annotated[int, typer.Option(help="Maximum autoencoder epochs.")] = 50,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="synthetic (no files needed) | movielens-100k | lastfm-2k (read from "
+            "../shared/datasets or $USERREP_DATASETS)."
+        ),
+    ] = "synthetic",
 ) -> None:
     """ingest -> encoders -> features -> train -> embed -> publish -> promote, read z_u back,
     then write the downstream report (reports/downstream_*.html)."""
     from representation.build import last_event_time
-    from userrep.cli.app import init_cmd
+    from userrep.cli.app import fail, init_cmd
     from userrep.cli.data import BuiltinDataset, encoders_build_cmd, features_build_cmd, ingest_cmd
     from userrep.cli.representation import embed_cmd, train_cmd
 
+    if dataset not in {d.value for d in BuiltinDataset}:
+        fail(
+            f"unknown dataset {dataset!r}: choose from {', '.join(d.value for d in BuiltinDataset)}"
+        )
     settings = state.settings
-    console.rule(f"userrep demo in {settings.workspace}")
+    console.rule(f"userrep demo ({dataset}) in {settings.workspace}")
     init_cmd()
-    ingest_cmd(dataset=BuiltinDataset.synthetic, n_users=n_users, seed=settings.seed)
+    ingest_cmd(dataset=BuiltinDataset(dataset), n_users=n_users, seed=settings.seed)
     end = last_event_time(settings.paths).ceil("D")
     # item vectors as of one week before the end: the downstream report labels (T, T + 7d]
     # there, and Feast joins only item vectors that existed at T
@@ -74,10 +86,13 @@ def _promote_and_show(settings, as_of: pd.Timestamp) -> None:
     )
     with session_scope(settings.metadata_db_url) as session:
         batches.promote(session, batch_id)  # the validation gate reads the run just recorded
-    batch, z = get_user_embeddings(settings, [0, 1, 2])
-    console.print(f"active batch {batch}; z_u[user 0][:4] = {z[0][:4].round(3).tolist()}")
+    from representation.build import users_frame
+
+    user = int(users_frame(settings.paths)[C.USER_ID].min())
+    batch, z = get_user_embeddings(settings, [user])
+    console.print(f"active batch {batch}; z_u[user {user}][:4] = {z[0][:4].round(3).tolist()}")
     console.print(
         "read it with Feast:\n"
         f"  export USERREP_WORKSPACE={settings.workspace}\n"
-        f"  feast -c feature_repo get-online-features -e user_id=0 -e batch_id={batch} -f user_embedding:z_u"
+        f"  feast -c feature_repo get-online-features -e user_id={user} -e batch_id={batch} -f user_embedding:z_u"
     )

@@ -102,5 +102,5 @@ def evaluate_cmd(
 
         floors.save(run)
         files.append(floors.FLOORS_FILE)
-    console.print(report.to_markdown(run))
+    console.print(report.to_markdown(run), markup=False, highlight=False)
     console.print(f"wall time {run.wall_s:.0f} s; reports: {', '.join(str(f) for f in files)}")
