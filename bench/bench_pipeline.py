@@ -80,7 +80,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--online", action="store_true", help="also time the SQLite online write")
     args = parser.parse_args()
+    # before torch loads, as the CLI does (userrep/cli/app.py): spin-waiting OpenMP threads are
+    # ~10x slower on shared cores
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     print(f"python {sys.version.split()[0]}, cpu_count={os.cpu_count()}")
+    print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         run(Settings(workspace=Path(tmp) / "ws"), args)
 

@@ -8,17 +8,22 @@ Prints users/s per training epoch and embed users/s for each setting, plus the C
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-import time
 
-import numpy as np
-import torch
+# before torch loads, as the CLI does (userrep/cli/app.py): spin-waiting OpenMP threads are ~10x
+# slower on shared cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from representation.artifact import UserEncoder
-from representation.model import AutoencoderConfig, InputBlock
-from representation.train import TrainConfig, train_autoencoder
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from representation.artifact import UserEncoder  # noqa: E402
+from representation.model import AutoencoderConfig, InputBlock  # noqa: E402
+from representation.train import TrainConfig, train_autoencoder  # noqa: E402
 
 HORIZONS = ("7d", "30d", "180d", "all")
 MISSING = {"7d": 0.4, "30d": 0.25, "180d": 0.1, "all": 0.0, "stats": 0.0, "onboarding": 0.2}
@@ -77,6 +82,7 @@ def main() -> None:
     blocks = bench_layout()
     x = random_input(args.users, blocks)
     print(f"cpu_count={os.cpu_count()} torch_threads={torch.get_num_threads()} x={x.shape}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other jobs slow every figure)")
     base = TrainConfig(epochs=args.epochs, patience=args.epochs)
     for bf16 in {"off": [False], "on": [True], "both": [False, True]}[args.bf16]:

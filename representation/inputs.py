@@ -6,6 +6,7 @@ block masking works on. Missing values stay NaN; the autoencoder's normaliser ha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,6 @@ import pyarrow.parquet as pq
 from representation.features import DEMO_DIM, snapshot_name
 from representation.model import InputBlock
 from userrep import columns as C
-from userrep.arrow import vectors_from_column
 from userrep.settings import Settings, WorkspacePaths
 
 
@@ -89,18 +89,106 @@ _ZERO_IF_MISSING = (C.N_ONBOARDING,)
 
 def to_matrix(table: pa.Table, layout: InputLayout) -> np.ndarray:
     """Feature table (one row per user, columns named as in the layout) -> (n, dim) float32."""
-    cols = []
-    for name, _, width in layout.widths():
-        if width > 1:
-            cols.append(vectors_from_column(table[name], width)[0])
-            continue
-        x = np.asarray(pd.to_numeric(table[name].to_pandas(), errors="coerce"), np.float64)
+    sources = [_Source.of(table[b.name], b, None) for b in layout.blocks()]
+    return _assemble(sources, np.empty((table.num_rows, layout.dim), np.float32), 0)
+
+
+_GATHER_ROWS = 32_768  # rows per gather step: the temporary stays a few MB at any width
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One input block's values and, per output row, the source row to take (to_matrix's rules
+    applied as rows are written; the column is converted once, not per part)."""
+
+    block: InputBlock
+    values: np.ndarray  # vectors: (m, width) float32; scalars: (m,) float64, NaN = missing
+    rows: np.ndarray | None  # (n,) row of `values` per output row, -1 = missing; None: identity
+
+    @classmethod
+    def of(cls, col: pa.ChunkedArray, block: InputBlock, rows: np.ndarray | None) -> _Source:
+        """rows[i]: the column's row for output row i (-1: none), None when they are the same."""
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if block.width == 1:
+            return cls(block, _numeric(arr), rows)
+        values, index = _vector_rows(arr, block.width)  # (m, width), column row -> values row
+        if index is not None:
+            rows = index if rows is None else np.where(rows >= 0, index[np.maximum(rows, 0)], -1)
+        return cls(block, values, rows)
+
+    def fill(self, dst: np.ndarray, lo: int) -> None:
+        """dst (k, width) <- output rows [lo, lo + k) of this block."""
+        rows = None if self.rows is None else self.rows[lo : lo + len(dst)]
+        if self.block.width > 1:
+            _gather(dst, self.values, rows, lo)
+            return
+        if rows is None:
+            x = self.values[lo : lo + len(dst)]  # (k,) float64
+        else:
+            x = np.full(len(dst), np.nan)
+            if len(self.values):
+                ok = rows >= 0
+                x[ok] = self.values[rows[ok]]
+        name = self.block.name
         if name.startswith(_ZERO_IF_MISSING):
             x = np.nan_to_num(x, nan=0.0)
         if name.startswith(_LOG_FEATURES):
             x = np.log1p(np.maximum(x, 0.0))
-        cols.append(x.astype(np.float32)[:, None])
-    return np.hstack(cols) if cols else np.zeros((table.num_rows, 0), np.float32)
+        dst[:, 0] = x
+
+
+def _assemble(sources: list[_Source], out: np.ndarray, lo: int) -> np.ndarray:
+    """out (k, dim) <- output rows [lo, lo + k), block by block."""
+    for src in sources:
+        src.fill(out[:, src.block.start : src.block.stop], lo)
+    return out
+
+
+def _numeric(arr: pa.Array) -> np.ndarray:
+    """Column -> float64 as pd.to_numeric(..., errors="coerce") gives it (null -> NaN)."""
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    return np.asarray(pd.to_numeric(arr.to_pandas(), errors="coerce"), np.float64)
+
+
+def _vector_rows(arr: pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """list<float> column -> ((m, dim) float32 values of its non-null rows, the values row of
+    each source row (-1 for null rows); None when no row is null (values row = source row))."""
+    if len(arr) == 0:
+        return np.empty((0, dim), np.float32), None
+    if arr.null_count == 0:
+        flat = arr.flatten().to_numpy(zero_copy_only=False)  # a view unless it has nulls
+        return flat.astype(np.float32, copy=False).reshape(-1, dim), None
+    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
+    if not valid.any():  # also a column of type null, which has no values to flatten
+        return np.empty((0, dim), np.float32), np.full(len(arr), -1, np.int64)
+    if hasattr(arr, "offsets"):  # list / large_list: view the values when rows are regular
+        offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), np.int64)  # (n + 1,)
+        start = offsets[:-1] - offsets[0]  # (n,) first value of each row, sliced values
+        on_grid = (offsets[-1] - offsets[0]) % dim == 0 and not (start[valid] % dim).any()
+        if on_grid and ((np.diff(offsets) == dim) | ~valid).all():
+            flat = arr.values.slice(offsets[0], offsets[-1] - offsets[0])
+            values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            return values.reshape(-1, dim), np.where(valid, start // dim, -1)
+    flat = arr.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+    index = np.where(valid, np.cumsum(valid) - 1, -1)
+    return flat.astype(np.float32, copy=False).reshape(-1, dim), index
+
+
+def _gather(dst: np.ndarray, values: np.ndarray, rows: np.ndarray | None, lo: int) -> None:
+    """dst[i] = values[rows[i]], NaN where rows[i] < 0; values[lo + i] when rows is None."""
+    if rows is None:
+        dst[:] = values[lo : lo + len(dst)]
+        return
+    for start in range(0, len(dst), _GATHER_ROWS):
+        part, out = rows[start : start + _GATHER_ROWS], dst[start : start + _GATHER_ROWS]
+        if len(values) and part.min(initial=0) >= 0:
+            out[:] = values[part]
+            continue
+        ok = part >= 0
+        out[~ok] = np.nan
+        if ok.any():
+            out[ok] = values[part[ok]]
 
 
 def layout_for(settings: Settings, collab_dim: int, content_dim: int) -> InputLayout:
@@ -136,6 +224,51 @@ class Snapshot:
             taken = _take_by_id(table, ids)
             columns.update({name: taken[name] for name in taken.column_names})
         return pa.table(columns)
+
+    def matrix(self, user_ids: np.ndarray, layout: InputLayout) -> np.ndarray:
+        """to_matrix(self.rows(user_ids), layout), bit for bit, assembled straight from the
+        snapshot's arrow buffers into one float32 array (no intermediate table)."""
+        sources = self._sources(np.asarray(user_ids, np.int64), layout)
+        return _assemble(sources, np.empty((len(user_ids), layout.dim), np.float32), 0)
+
+    def matrix_parts(
+        self, user_ids: np.ndarray, layout: InputLayout, part_rows: int = 8192
+    ) -> Iterator[np.ndarray]:
+        """self.matrix(user_ids, layout) as consecutive row parts written into one reused buffer
+        (each part is valid until the next is requested): cache-sized, no fresh pages per part."""
+        sources = self._sources(np.asarray(user_ids, np.int64), layout)
+        buf = np.empty((min(part_rows, len(user_ids)), layout.dim), np.float32)
+        for lo in range(0, len(user_ids), part_rows):
+            yield _assemble(sources, buf[: min(part_rows, len(user_ids) - lo)], lo)
+
+    def _sources(self, ids: np.ndarray, layout: InputLayout) -> list[_Source]:
+        rows = {name: _positions(t, ids) for name, t in self._tables().items()}
+        out = []
+        for block in layout.blocks():
+            owner = [k for k, t in self._tables().items() if block.name in t.column_names]
+            if not owner:
+                raise KeyError(f"feature {block.name} is in neither snapshot table")
+            col = self._tables()[owner[0]][block.name]
+            out.append(_Source.of(col, block, rows[owner[0]]))
+        return out
+
+    def _tables(self) -> dict[str, pa.Table]:
+        """The snapshot's tables, onboarding first: its columns win on a name clash, as in rows."""
+        return {"onboarding": self.onboarding, "history": self.history}
+
+
+def _positions(table: pa.Table, ids: np.ndarray) -> np.ndarray | None:
+    """Row of `table` for each id (-1 where missing), as _take_by_id picks it; None when the
+    rows are the ids in order (no gather needed)."""
+    keys = table[C.USER_ID].to_numpy()
+    if len(keys) == 0:
+        return np.full(len(ids), -1, np.int64)
+    if len(keys) == len(ids) and np.array_equal(keys, ids):
+        return None
+    order = np.argsort(keys, kind="stable")
+    pos = np.clip(np.searchsorted(keys[order], ids), 0, len(keys) - 1)
+    found = keys[order][pos] == ids
+    return np.where(found, order[pos], -1)
 
 
 def _take_by_id(table: pa.Table, ids: np.ndarray) -> pa.Table:

@@ -6,6 +6,7 @@ Each command is a thin wrapper over one library function; heavy imports happen i
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,10 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """userrep: one shared, versioned user embedding for every downstream model."""
+    # before torch loads (commands import it lazily): OpenMP threads that spin-wait at each
+    # parallel region make torch ~10x slower when other jobs share the cores; passive waiting
+    # keeps 2 threads ahead of 1 (bench/bench_train.py: 1-2k vs 24k users/s at load 6)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
