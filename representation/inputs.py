@@ -156,6 +156,8 @@ def _vector_rows(arr: pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray | None
     each source row (-1 for null rows); None when no row is null (values row = source row))."""
     if len(arr) == 0:
         return np.empty((0, dim), np.float32), None
+    if pa.types.is_null(arr.type):  # a column of type null (e.g. from an all-None frame)
+        return np.empty((0, dim), np.float32), np.full(len(arr), -1, np.int64)
     if arr.null_count == 0:
         flat = arr.flatten().to_numpy(zero_copy_only=False)  # a view unless it has nulls
         return flat.astype(np.float32, copy=False).reshape(-1, dim), None

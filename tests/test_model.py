@@ -214,3 +214,22 @@ def test_missing_input_never_gives_nan_z(trained):
 def test_input_schema_hash_is_order_sensitive():
     assert input_schema_hash(["a", "b"]) == input_schema_hash(["a", "b"])
     assert input_schema_hash(["a", "b"]) != input_schema_hash(["b", "a"])
+
+
+def test_to_matrix_reads_a_vector_column_of_type_null_as_missing() -> None:
+    """A frame whose users all lack a vector (e.g. no onboarding picks anywhere) arrives from
+    pandas as an arrow column of type null: that block is missing (NaN), the others intact."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from representation.inputs import InputLayout, to_matrix
+
+    layout = InputLayout(("7d",), 2, 2)
+    values = {b.name: [[1.0] * b.width] * 3 if b.width > 1 else [1.0] * 3 for b in layout.blocks()}
+    missing = next(b for b in layout.blocks() if b.width > 1)
+    values[missing.name] = [None] * 3
+    table = pa.Table.from_pandas(pd.DataFrame(values), preserve_index=False)
+    assert pa.types.is_null(table[missing.name].type)
+    x = to_matrix(table, layout)
+    assert np.isnan(x[:, missing.start : missing.stop]).all()
+    assert np.isfinite(np.delete(x, np.s_[missing.start : missing.stop], axis=1)).all()
