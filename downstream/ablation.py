@@ -53,7 +53,7 @@ def ablated_vectors(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(user ids, z, info): the batch's autoencoder retrained on its own snapshot and configs
     without the named input blocks, then every user of the snapshot at as_of embedded."""
-    from representation.pipeline import training_matrix
+    from representation.pipeline import training_item_targets, training_matrix
 
     config, trained_at = _batch_artifact(settings, batch_id)
     lay = config["extra"]["layout"]
@@ -62,7 +62,9 @@ def ablated_vectors(
     users, x_train = training_matrix(settings, trained_at, layout)
     model_cfg = AutoencoderConfig(**(config["autoencoder"] | {"input_dim": len(cols)}))
     train = config["train"] | {"keep_groups": tuple(config["train"]["keep_groups"])}
-    result = train_autoencoder(x_train[:, cols], blocks, model_cfg, TrainConfig(**train))
+    tcfg = TrainConfig(**train)
+    items = training_item_targets(settings, trained_at, users, tcfg)
+    result = train_autoencoder(x_train[:, cols], blocks, model_cfg, tcfg, items=items)
     users, x = (users, x_train) if as_of == trained_at else training_matrix(settings, as_of, layout)
     z = UserEncoder.from_result(result).embed(x[:, cols])  # (users, latent)
     info = {

@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from representation import align, batches
 from representation.artifact import UserEncoder, input_schema_hash, save_artifact
-from representation.features import snapshot_name
+from representation.features import events_source, snapshot_name
 from representation.inputs import (
     InputLayout,
     Snapshot,
@@ -31,6 +33,7 @@ from representation.inputs import (
     to_matrix,
 )
 from representation.model import AutoencoderConfig
+from representation.targets import item_targets
 from representation.train import TrainConfig, train_autoencoder
 from userrep import columns as C
 from userrep.arrow import list_array
@@ -73,6 +76,18 @@ def training_matrix(
     return frame[C.USER_ID].to_numpy(np.int64), to_matrix(pa.Table.from_pandas(frame), layout)
 
 
+def training_item_targets(
+    settings: Settings, as_of: pd.Timestamp, users: np.ndarray, train_cfg: TrainConfig
+) -> sp.csr_matrix | None:
+    """The item decoder's targets for the training users (events <= as_of), or None when
+    the item term is off (train_cfg.item_weight == 0)."""
+    if train_cfg.item_weight <= 0 or not any(settings.paths.events.glob("*.parquet")):
+        return None
+    con = duckdb.connect()
+    source = events_source(settings.paths)
+    return item_targets(con, source, as_of, users, train_cfg.item_vocab).matrix
+
+
 def train_batch(
     settings: Settings,
     as_of: pd.Timestamp,
@@ -108,7 +123,10 @@ def train_batch(
         hash_ = extra["input_schema_hash"]
         anchors = align.parent_anchors(settings, align_to, users, x, hash_, cfg.latent_dim)
     bct = anchors if align.BCT in align_method else None
-    result = train_autoencoder(x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch, anchors=bct)
+    items = training_item_targets(settings, as_of, users, train_cfg)
+    result = train_autoencoder(
+        x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch, anchors=bct, items=items
+    )
     batch_id = batches.new_batch_id(as_of.to_pydatetime())
     art_dir = settings.paths.batches / batch_id / "encoder"
     sha = save_artifact(art_dir, result, extra)

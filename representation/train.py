@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -50,6 +51,9 @@ class TrainConfig:
     seed: int = 0  # seeds init, split, batch order, noise, masks and dropout: same seed, same z
     bf16: bool = False  # bfloat16 autocast for training matmuls: ~1.4x faster epochs on CPUs
     # with AVX512-BF16 / AMX, slower on others; evaluation and embedding stay float32
+    item_weight: float = 0.05  # item decoder (only with item targets, representation/targets.py):
+    # weight of its multinomial NLL beside the per-column feature MSE (~1 a column); 0 = off
+    item_vocab: int = 4096  # the decoder predicts the most popular items, at most this many
     compat_weight: float = 1.0  # BCT term (only with parent anchors): weight of the anchor
     # users' squared distance to their parent z_u, relative to the parent's z_u variance; 1.0
     # cut the unmapped residual 1.51 -> 0.25 with the same linear-probe AUC (0.726 vs 0.725;
@@ -62,8 +66,8 @@ class TrainConfig:
             raise ValueError("masking probabilities must lie in [0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must lie in [0, 1)")
-        if self.compat_weight < 0:
-            raise ValueError("compat_weight must be >= 0")
+        if self.compat_weight < 0 or self.item_weight < 0:
+            raise ValueError("compat_weight and item_weight must be >= 0")
 
     @classmethod
     def tiny(cls) -> TrainConfig:
@@ -190,6 +194,23 @@ class CompatTerm:
         return self.scale * (diff * diff).sum() / len(rows_b)
 
 
+class ItemLoss:
+    """weight * multinomial NLL of each user's items under softmax(head(z)) (Mult-DAE's
+    likelihood), from a binary (users, vocab) CSR target; the head is a training-time Linear."""
+
+    def __init__(self, targets: sp.csr_matrix, latent_dim: int, weight: float):
+        self.targets = sp.csr_matrix(targets)
+        self.head = torch.nn.Linear(latent_dim, self.targets.shape[1])
+        self.weight = weight
+
+    def __call__(self, z: Tensor, rows_b: Tensor) -> Tensor:
+        sub = self.targets[rows_b.numpy()]  # (b, vocab) sparse
+        logp = torch.log_softmax(self.head(z), dim=1)  # (b, vocab)
+        r = torch.from_numpy(np.repeat(np.arange(len(rows_b)), np.diff(sub.indptr)))  # (nnz,)
+        c = torch.from_numpy(sub.indices.astype(np.int64))  # (nnz,)
+        return -self.weight * logp[r, c].sum() / len(rows_b)
+
+
 @dataclass
 class TrainResult:
     """A trained model with everything needed to embed users and to save it as an artifact."""
@@ -203,10 +224,10 @@ class TrainResult:
 
 
 def _train_epoch(
-    model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cfg, rng, compat=None
+    model, opt, corrupt: Corruptor, x: Tensor, rows: np.ndarray, cfg, rng, compat=None, items=None
 ) -> float:
     """One pass over the training users in a seeded random order; returns the mean loss
-    (reconstruction, plus the BCT term when compat is given)."""
+    (reconstruction, plus the item NLL and the BCT term when given)."""
     model.train()
     order = rows[rng.permutation(len(rows))]
     total = 0.0
@@ -216,6 +237,8 @@ def _train_epoch(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             recon, z = model(corrupt(target))  # (b, input_dim), (b, latent_dim)
         loss = masked_mse(recon.float(), target)
+        if items is not None:
+            loss = loss + items(z.float(), rows_b)
         if compat is not None:
             loss = loss + compat(z.float(), rows_b)
         opt.zero_grad(set_to_none=True)
@@ -226,14 +249,20 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def _evaluate(model, x: Tensor, rows: np.ndarray, corrupt: Corruptor | None) -> float:
-    """Mean masked MSE on rows, corrupted (fixed-seed) or clean; eval mode, no dropout."""
+def _evaluate(
+    model, x: Tensor, rows: np.ndarray, corrupt: Corruptor | None, items: ItemLoss | None = None
+) -> float:
+    """Mean masked MSE (+ item NLL) on rows, corrupted (fixed-seed) or clean; eval mode."""
     model.eval()
     total = 0.0
     for start in range(0, len(rows), _CHUNK):
-        target = x.index_select(0, torch.from_numpy(rows[start : start + _CHUNK]))  # (b, input_dim)
-        recon, _ = model(corrupt(target) if corrupt else target)  # (b, input_dim)
-        total += masked_mse(recon, target).item() * len(target)
+        rows_b = torch.from_numpy(rows[start : start + _CHUNK])
+        target = x.index_select(0, rows_b)  # (b, input_dim)
+        recon, z = model(corrupt(target) if corrupt else target)  # (b, input_dim)
+        loss = masked_mse(recon, target)
+        if items is not None:
+            loss = loss + items(z, rows_b)
+        total += loss.item() * len(target)
     return total / max(len(rows), 1)
 
 
@@ -251,8 +280,13 @@ def train_autoencoder(
     train_config: TrainConfig,
     on_epoch: Callable[[int, float, float], None] | None = None,
     anchors: Anchors | None = None,
+    items: sp.csr_matrix | None = None,
 ) -> TrainResult:
     """Fit normaliser and autoencoder on x (users, input_dim; NaN = missing), early-stopped.
+
+    With items (binary (users, vocab), rows as x; representation/targets.py), a linear item
+    decoder is trained beside the feature decoder (train_config.item_weight times its NLL,
+    in the early-stopping loss too) so z_u keeps which items a user had; it is not saved.
 
     With anchors, the loss adds train_config.compat_weight times the BCT term (CompatTerm):
     backward-compatible training that keeps those users' z_u near a parent batch's.
@@ -274,30 +308,37 @@ def train_autoencoder(
         compat = None
         if anchors is not None and cfg.compat_weight > 0:
             compat = CompatTerm(anchors, len(x), cfg.compat_weight)
-        metrics = _fit(model, xs, train_rows, val_rows, cfg, rng, on_epoch, compat)
+        item_loss = None
+        if items is not None and items.shape[1] > 0 and cfg.item_weight > 0:
+            if items.shape[0] != len(x):
+                raise ValueError(f"item targets have {items.shape[0]} rows, x has {len(x)}")
+            item_loss = ItemLoss(items, config.latent_dim, cfg.item_weight)
+        metrics = _fit(model, xs, train_rows, val_rows, cfg, rng, on_epoch, compat, item_loss)
     model.eval()
     return TrainResult(model, normaliser, tuple(blocks), config, cfg, metrics)
 
 
-def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch, compat) -> dict:
+def _fit(
+    model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch, compat, items
+) -> dict:
     """The epoch loop: train, evaluate, keep the best weights, stop after `patience` misses.
 
-    Early stopping reads the reconstruction loss only, with or without the BCT term."""
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-    )
+    Early stopping reads the reconstruction loss (features + items), never the BCT term."""
+    params = list(model.parameters()) + (list(items.head.parameters()) if items else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 1)
     m: dict[str, Any] = {"n_train": len(train_rows), "n_val": len(val_rows)}
-    m |= {"val_loss_initial": _val_loss(model, xs, val_rows, cfg)}
+    m |= {"item_vocab": items.targets.shape[1] if items else 0}
+    m |= {"val_loss_initial": _val_loss(model, xs, val_rows, cfg, items)}
     m |= {"train_loss": [], "val_loss": [], "val_clean_loss": [], "users_per_s": []}
     m |= {"best_epoch": 0, "best_val_loss": float("inf")}
     best_state, t_start = None, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng, compat)
+        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng, compat, items)
         m["users_per_s"].append(len(train_rows) / (time.perf_counter() - t0))
         m["train_loss"].append(train_loss)
-        m["val_loss"].append(val := _val_loss(model, xs, val_rows, cfg))
+        m["val_loss"].append(val := _val_loss(model, xs, val_rows, cfg, items))
         m["val_clean_loss"].append(_evaluate(model, xs, val_rows, None))
         log.info("epoch %d: train %.4f val %.4f", epoch, train_loss, val)
         if on_epoch is not None:
@@ -314,6 +355,7 @@ def _fit(model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoc
     return m
 
 
-def _val_loss(model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig) -> float:
+def _val_loss(model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig, items=None) -> float:
     """Val loss under training's corruption, re-seeded each call so epochs are comparable."""
-    return _evaluate(model, xs, val_rows, Corruptor(model.blocks, cfg, seed=cfg.seed + 2))
+    corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 2)
+    return _evaluate(model, xs, val_rows, corrupt, items)

@@ -22,7 +22,9 @@ from representation.evaluate.inputs import ablate, input_matrix
 from representation.evaluate.methods import Context, UserVectors
 from representation.inputs import InputLayout
 from representation.model import AutoencoderConfig
+from representation.targets import item_targets_from_pairs
 from representation.train import TrainConfig, train_autoencoder
+from userrep import columns as C
 from userrep.columns import DEFAULT_HORIZONS
 
 if TYPE_CHECKING:
@@ -110,11 +112,26 @@ class ZuMethod:
             ident = IdentityConfig(**self.recipe.identity)
             self.encoder = train_hybrid(x, blocks, cfg, tcfg, ctx, split.history, ident)
         else:
-            self.encoder = UserEncoder.from_result(train_autoencoder(x, blocks, cfg, tcfg))
+            items = self.item_targets(split, tcfg)
+            result = train_autoencoder(x, blocks, cfg, tcfg, items=items)
+            self.encoder = UserEncoder.from_result(result)
         self.timings["train_s"] = time.perf_counter() - t1
         log.info(
             "%s: input %d columns, trained in %.1fs", self.name, x.shape[1], self.timings["train_s"]
         )
+
+    @staticmethod
+    def item_targets(split, tcfg: TrainConfig):
+        """The item decoder's targets from history events, as `userrep train` builds them."""
+        if tcfg.item_weight <= 0:
+            return None
+        pairs = split.history[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
+        return item_targets_from_pairs(
+            split.user_ids,
+            pairs[C.USER_ID].to_numpy(np.int64),
+            pairs[C.ITEM_ID].to_numpy(np.int64),
+            tcfg.item_vocab,
+        ).matrix
 
     def inputs(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> np.ndarray:
         """The (ablated) input rows of user_ids from their events, as of each last event."""
