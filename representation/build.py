@@ -17,6 +17,7 @@ import pandas as pd
 
 from representation import encoders as enc
 from representation import features as feat
+from representation.scale import engine_for
 from userrep import columns as C
 from userrep.settings import Settings, WorkspacePaths
 
@@ -98,12 +99,13 @@ def build_snapshot(
     vecs: enc.ItemVectors | None = None,
     users: pd.DataFrame | None = None,
 ) -> feat.SnapshotReport:
-    """Write the history and onboarding feature snapshots as of one time."""
+    """Write the history and onboarding feature snapshots as of one time (history on the
+    settings' engine: local or Ray)."""
     paths = settings.paths.ensure()
     vecs = vecs or enc.load_item_vectors(paths)
     users = users if users is not None else users_frame(paths)
     t0 = time.perf_counter()
-    n_hist = feat.write_history_snapshot(paths, vecs, as_of, settings.horizon_list)
+    n_hist = engine_for(settings).write_history_snapshot(vecs, as_of, settings.horizon_list)
     n_onb = feat.write_onboarding_snapshot(paths, users, vecs, as_of)
     n_events = feat.count_events(duckdb.connect(), paths, as_of)
     report = feat.SnapshotReport(as_of, n_hist, n_onb, n_events, time.perf_counter() - t0)

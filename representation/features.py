@@ -25,6 +25,7 @@ from userrep.settings import WorkspacePaths
 log = logging.getLogger(__name__)
 
 GENDERS = ("f", "m", "x")  # + one "unknown" slot
+SNAPSHOT_ROW_GROUP = 65_536  # users per parquet row group of an onboarding snapshot
 COUNTRY_BUCKETS = 8  # hashed one-hot: keeps demo_vec fixed-size for any country list
 DEMO_DIM = (
     len(GENDERS) + 1 + 2 + COUNTRY_BUCKETS
@@ -55,7 +56,8 @@ def _horizon_sql(horizons: Sequence[C.Horizon]) -> str:
 
 
 def pair_sql(source: str, horizons: Sequence[C.Horizon], shard: int = 0, n_shards: int = 1) -> str:
-    """The (user, item) aggregation over `source`, events <= $as_of, rows sorted by user."""
+    """The (user, item) aggregation over `source`, events <= $as_of, rows sorted by user, then
+    item: a fixed order, so each user's float sums come out bit-identical in any shard."""
     where = "" if n_shards == 1 else f" AND user_id % {n_shards} = {shard}"
     return f"""
     SELECT user_id, item_id,
@@ -66,7 +68,7 @@ def pair_sql(source: str, horizons: Sequence[C.Horizon], shard: int = 0, n_shard
       WHERE ts <= $as_of{where}
     )
     GROUP BY user_id, item_id
-    ORDER BY user_id
+    ORDER BY user_id, item_id
     """
 
 
@@ -330,6 +332,8 @@ def write_onboarding_snapshot(
     paths: WorkspacePaths, users: pd.DataFrame, vecs: ItemVectors, as_of: pd.Timestamp
 ) -> int:
     table = onboarding_table(users, vecs, as_of)
-    if table.num_rows:
-        atomic_write_parquet(table, paths.user_onboarding / snapshot_name(as_of))
+    if table.num_rows:  # row groups of a range of users: a shard reader skips the others
+        atomic_write_parquet(
+            table, paths.user_onboarding / snapshot_name(as_of), row_group_size=SNAPSHOT_ROW_GROUP
+        )
     return table.num_rows

@@ -33,12 +33,12 @@ def vectors_from_column(col: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.n
     return out, valid
 
 
-def atomic_write_parquet(table: pa.Table, path: Path) -> None:
+def atomic_write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
     """Write next to the target, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=row_group_size)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

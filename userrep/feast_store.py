@@ -28,7 +28,10 @@ REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
 def online_store_config(settings: Settings) -> dict[str, Any]:
     """The `online_store` section for the configured backend."""
     if settings.online_store == "redis":
-        return {"type": "redis", "connection_string": settings.redis_url}
+        config = {"type": "redis", "connection_string": settings.redis_url}
+        if settings.redis_type != "redis":
+            config["redis_type"] = settings.redis_type
+        return config
     if settings.online_store == "postgres":
         return {
             "type": "postgres",

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Feast online store: sqlite is the embedded default; redis / postgres for production.
     online_store: Literal["sqlite", "redis", "postgres"] = "sqlite"
     redis_url: str = "127.0.0.1:6379"  # Feast connection_string syntax: host:port[,db=N]
+    # "redis_cluster": redis_url lists the cluster's nodes, host1:6379,host2:6379,...
+    redis_type: Literal["redis", "redis_cluster"] = "redis"
     # Feast registry: a file in the workspace by default, or a SQL URL (postgresql+psycopg://...).
     registry_url: str | None = None
     # Postgres online store connection (only with online_store=postgres).
@@ -47,6 +49,13 @@ class Settings(BaseSettings):
     # Cache of MiniLM text vectors (keyed by text hash); share one across workspaces to skip
     # re-embedding the same catalog text (tests do).
     text_cache: Path | None = None
+    # Where the heavy batch jobs run (representation/scale/): in-process, or on a Ray cluster.
+    # "local" never imports ray; results are the same either way.
+    engine: Literal["local", "ray"] = "local"
+    # Ray cluster to join ("ray://head:10001" or "auto"); None starts a local Ray on 2 CPUs.
+    ray_address: str | None = None
+    # User shards per Ray job (None: 2 per cluster CPU); peak memory per worker ~ users / shards.
+    ray_shards: int | None = None
 
     def model_post_init(self, __context: object) -> None:
         self.workspace = self.workspace.expanduser().resolve()

@@ -102,7 +102,7 @@ def embed_cmd(
     online: Annotated[bool, typer.Option(help="Also write z_u to the online store.")] = True,
 ) -> None:
     """Embed every user as of a snapshot and publish z_u offline + online (atomically)."""
-    from representation.pipeline import embed_batch
+    from representation.scale import engine_for
 
     t = parse_time(as_of) or _latest_snapshot()
     batch_id = batch or _newest_batch()
@@ -114,8 +114,8 @@ def embed_cmd(
         console=console,
     ) as progress:
         task = progress.add_task(f"embedding {batch_id}", total=None)
-        report = embed_batch(
-            state.settings, batch_id, t, online=online, on_chunk=lambda n: progress.advance(task, n)
+        report = engine_for(state.settings).embed_batch(
+            batch_id, t, online=online, on_chunk=lambda n: progress.advance(task, n)
         )
     console.print(
         f"batch {batch_id}: {report.n_users:,} users as of {t} in {report.seconds:.1f}s "

@@ -1,0 +1,222 @@
+"""Benchmark: the batch jobs on the Ray engine with 1 and 2 workers (a local Ray).
+
+Writes a synthetic world (default 200k users x 20 events) into a temp workspace with random item
+vectors, trains a batch locally (a few epochs), then for each worker count runs on a fresh Ray:
+feature snapshot build, batch embedding (offline) and the online load of z_u (Redis when it
+answers on 127.0.0.1:6379, else SQLite, which takes one writer). Prints users/s (wall clock, incl.
+the driver's publish step), per-core users/s (users / summed task seconds: what one core does),
+peak RSS per worker (largest task process; includes ~0.5 GB of imports: torch, duckdb, feast)
+and the machine size. Workers are started and warmed before each job is timed.
+
+Run: .venv/bin/python bench/bench_ray.py [--users 200000] [--events 20] [--shards 8] [--workers 1,2]
+     memory bound: --users 1000000 --events 10 --epochs 1 --workers 1 --shards 8,32 --jobs features,embed
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pipeline import random_item_vectors, rss_mib, write_world  # noqa: E402
+
+from userrep import columns as C  # noqa: E402
+from userrep.data.synthetic import SyntheticConfig  # noqa: E402
+from userrep.db import upgrade  # noqa: E402
+from userrep.settings import Settings  # noqa: E402
+
+
+def redis_answers(url: str = "127.0.0.1:6379") -> bool:
+    try:
+        import redis
+
+        host, port = url.split(",")[0].split(":")
+        return bool(redis.Redis(host, int(port), socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def report(job: str, workers: int, n_users: int, wall: float, engine) -> dict:
+    parts, publish = engine.last_parts, engine.last_publish_s
+    busy = sum(p.seconds for p in parts)
+    row = {
+        "job": job,
+        "workers": workers,
+        "users": n_users,
+        "wall_s": wall,
+        "users_per_s": n_users / wall,
+        "per_core_users_per_s": n_users / busy if busy else float("nan"),
+        "peak_worker_mib": max(p.peak_rss_mib for p in parts),
+        "shards": len(parts),
+        "publish_s": publish,
+    }
+    print(
+        f"  {job:<16} {workers} worker(s): {n_users:,} users in {wall:6.1f}s = "
+        f"{row['users_per_s']:>9,.0f} users/s; per core {row['per_core_users_per_s']:>9,.0f} users/s; "
+        f"peak RSS per worker {row['peak_worker_mib']:,.0f} MiB ({len(parts)} shards); "
+        f"driver publish {publish:.1f}s",
+        flush=True,
+    )
+    return row
+
+
+def shard_scan_seconds(settings: Settings, as_of: pd.Timestamp, n_shards: int) -> float:
+    """The part of a feature shard that grows with the shard count: reading every event."""
+    import duckdb
+
+    from representation.features import events_source
+
+    con = duckdb.connect(config={"threads": 1})
+    sql = f"SELECT COUNT(*) FROM {events_source(settings.paths)} WHERE ts <= $t AND user_id % {n_shards} = 0"
+    t0 = time.perf_counter()
+    con.execute(sql, {"t": as_of.to_pydatetime()}).fetchone()
+    return time.perf_counter() - t0
+
+
+def warm_workers(workers: int) -> None:
+    """Start every worker and import the job code (torch, duckdb, feast) before timing: a
+    long-lived cluster pays these imports once, not per job."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def warm() -> int:
+        import feast  # noqa: F401
+
+        import representation.pipeline  # noqa: F401
+        import representation.scale.shards  # noqa: F401
+
+        time.sleep(1.0)  # hold the CPU so each call lands on its own worker
+        return os.getpid()
+
+    ray.get([warm.remote() for _ in range(workers)])
+
+
+def run_jobs(
+    settings: Settings, workers: int, batch_id: str, as_of: pd.Timestamp, vecs, jobs: list[str]
+) -> list:
+    """Each job on a fresh local Ray of `workers` CPUs: worker peaks are per job."""
+    import ray
+
+    from representation.scale.ray_engine import RayEngine
+
+    rows = []
+    for job in jobs:
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            warm_workers(workers)
+            engine = RayEngine(settings)
+            t0 = time.perf_counter()
+            if job == "features":
+                n = engine.write_history_snapshot(vecs, as_of, settings.horizon_list)
+            elif job == "embed":
+                n = engine.embed_batch(batch_id, as_of, online=False).n_users
+            else:
+                path = settings.paths.user_embedding / f"{batch_id}__{as_of:%Y%m%dT%H%M%S}.parquet"
+                n = engine.load_online(path)
+            rows.append(report(job, workers, n, time.perf_counter() - t0, engine))
+        finally:
+            ray.shutdown()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--events", type=float, default=20.0)
+    parser.add_argument("--shards", default="8", help="shards per job; a list runs each")
+    parser.add_argument("--jobs", default="features,embed,online load")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"python {sys.version.split()[0]}, cpu_count={os.cpu_count()}, memory {mem:.0f} GiB")
+    print(f"load average {os.getloadavg()[0]:.2f} (other jobs share these cores)")
+    online = "redis" if redis_answers() else "sqlite"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            workspace=Path(tmp) / "ws",
+            engine="ray",
+            online_store=online,
+            project=f"bench_ray_{uuid.uuid4().hex[:8]}",
+        )
+        try:
+            run(settings, args)
+        finally:
+            if online == "redis":
+                from userrep.feast_store import feature_store
+
+                feature_store(settings).teardown()
+
+
+def run(settings: Settings, args: argparse.Namespace) -> None:
+    from representation import build, pipeline
+    from representation.train import TrainConfig
+    from userrep.feast_store import apply_repo
+
+    settings.paths.ensure()
+    settings.export_env()
+    upgrade(settings.metadata_db_url)
+    apply_repo(settings)
+    cfg = SyntheticConfig(
+        n_users=args.users,
+        n_items=50_000,
+        n_artists=5_000,
+        n_clusters=16,
+        events_per_user=args.events,
+    )
+    n_events = write_world(settings, cfg)
+    vecs = random_item_vectors(settings, cfg.n_items)
+    as_of = build.last_event_time(settings.paths).ceil("D")
+    users = pd.DataFrame(
+        {
+            C.USER_ID: range(args.users),
+            C.SIGNUP_TS: pd.Timestamp("2024-01-01", tz="UTC"),
+            C.AGE: 30.0,
+            C.GENDER: "f",
+            C.COUNTRY: "SE",
+            C.ONBOARDING_ITEMS: [[1, 2]] * args.users,
+            C.ONBOARDING_GENRES: [[]] * args.users,
+        }
+    )
+    local = settings.model_copy(update={"engine": "local"})
+    t0 = time.perf_counter()
+    build.build_snapshot(local, as_of, vecs, users)  # onboarding + history, local engine
+    print(
+        f"world: {n_events:,} events, {args.users:,} users; local snapshot {time.perf_counter() - t0:.1f}s"
+    )
+    batch_id = pipeline.train_batch(
+        local, as_of, None, TrainConfig(epochs=args.epochs, patience=args.epochs)
+    )
+    print(
+        f"trained {batch_id} locally ({args.epochs} epochs); driver peak RSS {rss_mib():,.0f} MiB"
+    )
+    print(f"online store: {settings.online_store}; {args.shards} shards per job")
+    scan_s = shard_scan_seconds(settings, as_of, 8)
+    print(
+        f"event scan of one feature shard (1 thread; every shard reads all events): {scan_s:.2f}s "
+        f"= {n_events / scan_s:,.0f} events/s"
+    )
+    rows, jobs = [], args.jobs.split(",")
+    for n_shards in (int(s) for s in args.shards.split(",")):
+        sharded = settings.model_copy(update={"ray_shards": n_shards})
+        for workers in (int(w) for w in args.workers.split(",")):
+            rows += run_jobs(sharded, workers, batch_id, as_of, vecs, jobs)
+    print(f"driver peak RSS {rss_mib():,.0f} MiB (includes the local snapshot and training above)")
+    by = {(r["job"], r["workers"]): r for r in rows}
+    for job in jobs:
+        if (job, 1) in by and (job, 2) in by:
+            speedup = by[(job, 2)]["users_per_s"] / by[(job, 1)]["users_per_s"]
+            print(f"  scaling {job}: 1 -> 2 workers x{speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()

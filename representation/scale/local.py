@@ -1,0 +1,49 @@
+"""The local engine: the batch jobs in this process, as they always ran (the default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from representation import features as feat
+from userrep import columns as C
+from userrep.settings import Settings
+
+if TYPE_CHECKING:
+    from representation.encoders import ItemVectors
+    from representation.pipeline import EmbedReport
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def write_history_snapshot(
+        self, vecs: ItemVectors, as_of: pd.Timestamp, horizons: Sequence[C.Horizon]
+    ) -> int:
+        return feat.write_history_snapshot(self.settings.paths, vecs, as_of, horizons)
+
+    def embed_batch(
+        self,
+        batch_id: str,
+        as_of: pd.Timestamp,
+        online: bool = True,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> EmbedReport:
+        from representation.pipeline import embed_batch
+
+        return embed_batch(self.settings, batch_id, as_of, online=online, on_chunk=on_chunk)
+
+    def load_online(self, path: Path) -> int:
+        from representation.scale.shards import online_rows
+        from userrep.feast_store import apply_repo
+
+        apply_repo(self.settings)
+        groups = range(pq.ParquetFile(path).metadata.num_row_groups)
+        return online_rows(self.settings, path, groups, 0).n_users
