@@ -19,6 +19,7 @@ import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
 from representation.artifact import UserEncoder  # noqa: E402
@@ -55,11 +56,30 @@ def random_input(n: int, blocks: list[InputBlock], seed: int = 0) -> np.ndarray:
     return x
 
 
-def bench_one(x: np.ndarray, blocks: list[InputBlock], hidden: int, train_cfg: TrainConfig) -> None:
+def random_items(n: int, vocab: int, per_user: int = 20, seed: int = 0) -> sp.csr_matrix | None:
+    """Item decoder targets: per_user distinct items each, Zipf-like popularity."""
+    if vocab == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, vocab + 1)
+    cols = rng.choice(vocab, size=(n, per_user), p=p / p.sum())
+    m = sp.csr_matrix(
+        (np.ones(cols.size, np.float32), (np.repeat(np.arange(n), per_user), cols.ravel())),
+        shape=(n, vocab),
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def bench_one(
+    x: np.ndarray, blocks: list[InputBlock], hidden: int, train_cfg: TrainConfig, items=None
+) -> None:
     """Train for train_cfg.epochs epochs and embed every user once; print the rates."""
-    tag = f"hidden={hidden} bf16={train_cfg.bf16}"
+    vocab = 0 if items is None else items.shape[1]
+    tag = f"hidden={hidden} bf16={train_cfg.bf16} item_vocab={vocab}"
     cfg = AutoencoderConfig(input_dim=x.shape[1], hidden_dim=hidden)
-    result = train_autoencoder(x, blocks, cfg, train_cfg)
+    result = train_autoencoder(x, blocks, cfg, train_cfg, items=items)
     per_epoch = ", ".join(f"{u:,.0f}" for u in result.metrics["users_per_s"])
     print(f"{tag}: train users/s per epoch: {per_epoch}  (load {os.getloadavg()[0]:.2f})")
     print(f"{tag}: {result.metrics['seconds']:.1f} s for {result.metrics['epochs_run']} epochs")
@@ -77,6 +97,13 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, nargs="+", default=[256])
     ap.add_argument("--bf16", choices=["off", "on", "both"], default="off")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--items",
+        type=int,
+        nargs="+",
+        default=[TrainConfig().item_vocab],
+        help="item decoder vocabularies (0 = no item target)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     blocks = bench_layout()
@@ -87,7 +114,9 @@ def main() -> None:
     base = TrainConfig(epochs=args.epochs, patience=args.epochs)
     for bf16 in {"off": [False], "on": [True], "both": [False, True]}[args.bf16]:
         for hidden in args.hidden:
-            bench_one(x, blocks, hidden, dataclasses.replace(base, bf16=bf16))
+            for vocab in args.items:
+                items = random_items(len(x), vocab)
+                bench_one(x, blocks, hidden, dataclasses.replace(base, bf16=bf16), items)
     print("train config:", dataclasses.asdict(base))
 
 

@@ -14,7 +14,7 @@ MIN_NOISE = 0.01  # DESIGN.md: differences under ~0.01 AUC are noise
 GUARDED = ("linear_auc", "gbdt_auc", "recall@10", "ndcg@10", "cold_linear_auc")
 
 
-def record(run: EvalRun, keys: tuple[str, ...] = ("z_u", "z_u:identity")) -> dict:
+def record(run: EvalRun, keys: tuple[str, ...] = ("z_u",)) -> dict:
     """Floors from a run: its first seed's scores per method, noise = seed-to-seed spread."""
     seed = run.seeds[0]
     methods = {

@@ -92,7 +92,11 @@ def fit_logistic(
     w = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [w, b], max_iter=500, tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
+        [w, b],
+        max_iter=500,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
         line_search_fn="strong_wolfe",
     )
 

@@ -26,7 +26,7 @@ from representation.evaluate.protocol import (
 from representation.evaluate.zu import RECIPES, TEXT_CACHE, ZuMethod
 
 log = logging.getLogger(__name__)
-DEFAULT_METHODS = ("z_u", "z_u:identity", *BASELINES)
+DEFAULT_METHODS = ("z_u", *BASELINES)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +26,6 @@ from representation.train import TrainConfig, train_autoencoder
 from userrep import columns as C
 from userrep.columns import DEFAULT_HORIZONS
 
-if TYPE_CHECKING:
-    from representation.evaluate.hybrid import HybridEncoder
-
 log = logging.getLogger(__name__)
 TEXT_CACHE = "text_cache"  # Context.extras key: path of the MiniLM text cache
 ITEM_VECTORS = "item_vectors"  # Context.extras key: (ItemVectors, seconds to build them)
@@ -37,29 +33,22 @@ ITEM_VECTORS = "item_vectors"  # Context.extras key: (ItemVectors, seconds to bu
 
 @dataclass(frozen=True)
 class Recipe:
-    """How z_u is built: autoencoder / training overrides and the prototype switches."""
+    """How z_u is built: autoencoder / training overrides and ablated input blocks."""
 
     name: str
     model: dict = field(default_factory=dict)  # AutoencoderConfig overrides
     train: dict = field(default_factory=dict)  # TrainConfig overrides
     drop: tuple[str, ...] = ()  # ablated input blocks (see inputs.ABLATION_SWITCHES)
-    identity: dict | None = None  # prototype: item-identity block (hybrid.IdentityConfig)
 
     def without(self, switches: tuple[str, ...]) -> Recipe:
         return replace(self, name=f"{self.name} - {'+'.join(switches)}", drop=self.drop + switches)
 
 
-# "identity": the recipe this evaluation proposes (docs/quality.md): the platform's input and
-# masking, trained with small batches until early stopping, plus a linear item decoder that
-# reconstructs the history multi-hot (softmax NLL), so z_u keeps which items the user had
-PROPOSED_TRAIN = {"batch_size": 64, "epochs": 200, "patience": 15}
+# "platform" is exactly what `userrep train` does; "no-items" drops the item decoder target
+# (representation/targets.py), the platform before it: kept to measure what the target buys
 RECIPES = {
     "platform": Recipe("platform"),
-    "identity": Recipe(
-        "identity",
-        train=PROPOSED_TRAIN,
-        identity={"item_input": False, "item_hidden": 0, "item_weight": 0.05},
-    ),
+    "no-items": Recipe("no-items", train={"item_weight": 0.0}),
 }
 
 
@@ -89,7 +78,7 @@ class ZuMethod:
         self.recipe = recipe if isinstance(recipe, Recipe) else RECIPES[recipe]
         self.name = "z_u" if self.recipe.name == "platform" else f"z_u [{self.recipe.name}]"
         self.timings: dict[str, float] = {}
-        self.encoder: UserEncoder | HybridEncoder | None = None
+        self.encoder: UserEncoder | None = None
 
     def fit(self, ctx: Context) -> None:
         split = ctx.split
@@ -106,15 +95,9 @@ class ZuMethod:
         t1 = time.perf_counter()
         cfg = AutoencoderConfig(input_dim=len(self.cols), **self.recipe.model)
         tcfg = TrainConfig(**({"seed": ctx.seed} | self.recipe.train))
-        if self.recipe.identity is not None:
-            from representation.evaluate.hybrid import IdentityConfig, train_hybrid
-
-            ident = IdentityConfig(**self.recipe.identity)
-            self.encoder = train_hybrid(x, blocks, cfg, tcfg, ctx, split.history, ident)
-        else:
-            items = self.item_targets(split, tcfg)
-            result = train_autoencoder(x, blocks, cfg, tcfg, items=items)
-            self.encoder = UserEncoder.from_result(result)
+        items = self.item_targets(split, tcfg)
+        result = train_autoencoder(x, blocks, cfg, tcfg, items=items)
+        self.encoder = UserEncoder.from_result(result)
         self.timings["train_s"] = time.perf_counter() - t1
         log.info(
             "%s: input %d columns, trained in %.1fs", self.name, x.shape[1], self.timings["train_s"]
@@ -142,6 +125,4 @@ class ZuMethod:
         x = self.inputs(ctx, user_ids, events)
         if self.encoder is None:
             raise RuntimeError("fit() before embed()")
-        if isinstance(self.encoder, UserEncoder):
-            return self.encoder.embed(x)
-        return self.encoder.embed(x, ctx.matrix(user_ids, events, binary=True))
+        return self.encoder.embed(x)
