@@ -4,6 +4,7 @@ GET /users/{id}/embedding, /healthz, /metrics."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import queue
@@ -119,6 +120,10 @@ def create_app(engine: NrtEngine, max_batch: int = 512) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # everything loaded so far (state, encoders, Feast registry) lives as long as the
+        # service: out of the collector's sight, full collections stop stalling event applies
+        gc.collect()
+        gc.freeze()
         applier.start()
         yield
         applier.stop()
