@@ -125,7 +125,12 @@ def compare_cold_start(
         )
         design = make_design(settings, frame, method, seed=settings.seed)
         design.split = cold_split(design, cold)
-        _, metrics = fit_evaluate(design, family, params)
+        try:
+            _, metrics = fit_evaluate(design, family, params)
+        except ValueError as err:  # e.g. no onboarding picks in this data set: say so, go on
+            log.warning("cold start %s skipped: %s", method, err)
+            results.append(MethodResult(f"{method} (skipped: no feature values)", 0, {}, COLD))
+            continue
         results.append(MethodResult(method, design.n_user_features, metrics, COLD))
         log.info("cold start %s: %s", method, metrics)
     return results, n_cold
