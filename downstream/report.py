@@ -78,7 +78,8 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
-def _both(head: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, str]:
+def tables(head: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, str]:
+    """(HTML table, markdown table) of the same rows."""
     return _html_table(head, rows), _md_table(head, rows)
 
 
@@ -146,7 +147,7 @@ def cost_section(data: ReportData) -> Section | None:
     ):
         values = {f"{c.feature_set} ({c.task[:6]})": float(get(c)) for c in data.costs}
         charts.append(svg.bar_chart(values, label, fmt="{:,.2f}", width=360))
-    table_html, table_md = _both(COST_HEAD, _cost_rows(data.costs))
+    table_html, table_md = tables(COST_HEAD, _cost_rows(data.costs))
     calls = data.costs[0].online.calls
     note = (
         f"Online: {calls} real get_online_features calls per feature set, one user each, user "
@@ -176,7 +177,7 @@ def loss_section(data: ReportData) -> Section | None:
     chart = svg.line_chart(curves, f"autoencoder loss, batch {data.batch_id}")
     facts = {k: m.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "seconds")}
     rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in facts.items()]
-    table_html, table_md = _both(("metric", "value"), rows)
+    table_html, table_md = tables(("metric", "value"), rows)
     return Section(
         "Autoencoder training", f'<div class="charts">{chart}</div>{table_html}', table_md
     )

@@ -319,3 +319,37 @@ def test_bct_retrain_records_its_alignment(ws: Aligned) -> None:
     assert record["compat_weight"] == TrainConfig().compat_weight and record["sha256"]
     assert 0 <= record["residual"] <= record["residual_raw"] < 0.7  # raw space already close
     assert record["variance_explained"] == pytest.approx(1 - record["residual"] ** 2)
+
+
+@pytest.mark.slow
+def test_report_lists_each_models_retrain_compatibility(ws: Aligned) -> None:
+    from downstream import compat_report, report
+
+    planted = {
+        "pinned": 0.70,
+        "unaligned": 0.55,
+        "aligned": 0.698,
+        "retrained": 0.71,
+        "drop": 0.002,
+        "max_drop": 0.005,
+        "compatible": True,
+        "from_batch": ws.parent,
+    }
+    compat.save_record(ws.settings, ws.model_id, "b-planted", planted)
+    try:
+        data = report.ReportData(ws.settings, ws.parent, ws.as_of)
+        section = compat_report.compat_section(data)
+        assert section is not None and section.title == "Retrain compatibility"
+        row = next(line for line in section.markdown.splitlines() if "b-planted" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[:4] == [ws.model_id, cells[1], ws.parent, "b-planted"]
+        assert cells[4:8] == ["0.7000", "0.5500", "0.6980", "0.7100"]
+        assert cells[-1] == "yes"
+        page, _ = report.render(data)
+        assert "Retrain compatibility" in page  # registered on import, in the default page
+    finally:
+        with session_scope(ws.settings.metadata_db_url) as session:
+            row = session.get(DownstreamModel, ws.model_id)
+            records = dict(row.metrics["compat"])
+            records.pop("b-planted")
+            row.metrics = {**row.metrics, "compat": records}

@@ -24,7 +24,7 @@ def report_cmd(
 ) -> Path:
     """Metrics vs baselines, serving / training cost (curated vs z_u), z_u projection, loss
     curves: one self-contained HTML page plus a markdown summary. Prints the HTML path."""
-    from downstream import report
+    from downstream import compat_report, report  # noqa: F401  compat_report: its section
     from representation.batches import BatchError
 
     settings = state.settings
