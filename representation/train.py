@@ -236,9 +236,10 @@ def _train_epoch(
         target = x.index_select(0, rows_b)  # (b, input_dim); ~5x faster than x[rows_b]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             recon, z = model(corrupt(target))  # (b, input_dim), (b, latent_dim)
+            item_nll = items(z, rows_b) if items is not None else None  # the head's matmul too
         loss = masked_mse(recon.float(), target)
-        if items is not None:
-            loss = loss + items(z.float(), rows_b)
+        if item_nll is not None:
+            loss = loss + item_nll.float()
         if compat is not None:
             loss = loss + compat(z.float(), rows_b)
         opt.zero_grad(set_to_none=True)
