@@ -73,6 +73,38 @@ def random_item_vectors(settings: Settings, n_items: int, dim: int = 64):
     return vecs
 
 
+def make_world(settings: Settings, n_users: int, events_per_user: float):
+    """The benchmark world: synthetic events as parquet, random item vectors, a users frame.
+
+    Returns (n_events, item vectors, as_of = the day after the last event, users frame)."""
+    import pandas as pd
+
+    from representation import build
+
+    cfg = SyntheticConfig(
+        n_users=n_users,
+        n_items=50_000,
+        n_artists=5_000,
+        n_clusters=16,
+        events_per_user=events_per_user,
+    )
+    n_events = write_world(settings, cfg)
+    vecs = random_item_vectors(settings, cfg.n_items)
+    as_of = build.last_event_time(settings.paths).ceil("D")
+    users = pd.DataFrame(
+        {
+            C.USER_ID: np.arange(n_users),
+            C.SIGNUP_TS: pd.Timestamp("2024-01-01", tz="UTC"),
+            C.AGE: 30.0,
+            C.GENDER: "f",
+            C.COUNTRY: "SE",
+            C.ONBOARDING_ITEMS: [[1, 2]] * n_users,
+            C.ONBOARDING_GENRES: [[]] * n_users,
+        }
+    )
+    return n_events, vecs, as_of, users
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=200_000)
@@ -90,35 +122,13 @@ def main() -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from representation import build, pipeline
     from representation.train import TrainConfig
 
     settings.paths.ensure()
     settings.export_env()
     upgrade(settings.metadata_db_url)
-    cfg = SyntheticConfig(
-        n_users=args.users,
-        n_items=50_000,
-        n_artists=5_000,
-        n_clusters=16,
-        events_per_user=args.events,
-    )
-    n_events = write_world(settings, cfg)
-    vecs = random_item_vectors(settings, cfg.n_items)
-    as_of = build.last_event_time(settings.paths).ceil("D")
-    users = pd.DataFrame(
-        {
-            C.USER_ID: np.arange(args.users),
-            C.SIGNUP_TS: pd.Timestamp("2024-01-01", tz="UTC"),
-            C.AGE: 30.0,
-            C.GENDER: "f",
-            C.COUNTRY: "SE",
-            C.ONBOARDING_ITEMS: [[1, 2]] * args.users,
-            C.ONBOARDING_GENRES: [[]] * args.users,
-        }
-    )
+    n_events, vecs, as_of, users = make_world(settings, args.users, args.events)
     t0 = time.perf_counter()
     report = build.build_snapshot(settings, as_of, vecs, users)
     dt = time.perf_counter() - t0

@@ -26,10 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pipeline import random_item_vectors, rss_mib, write_world  # noqa: E402
+from bench_pipeline import make_world, rss_mib  # noqa: E402
 
-from userrep import columns as C  # noqa: E402
-from userrep.data.synthetic import SyntheticConfig  # noqa: E402
 from userrep.db import upgrade  # noqa: E402
 from userrep.settings import Settings  # noqa: E402
 
@@ -166,27 +164,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     settings.export_env()
     upgrade(settings.metadata_db_url)
     apply_repo(settings)
-    cfg = SyntheticConfig(
-        n_users=args.users,
-        n_items=50_000,
-        n_artists=5_000,
-        n_clusters=16,
-        events_per_user=args.events,
-    )
-    n_events = write_world(settings, cfg)
-    vecs = random_item_vectors(settings, cfg.n_items)
-    as_of = build.last_event_time(settings.paths).ceil("D")
-    users = pd.DataFrame(
-        {
-            C.USER_ID: range(args.users),
-            C.SIGNUP_TS: pd.Timestamp("2024-01-01", tz="UTC"),
-            C.AGE: 30.0,
-            C.GENDER: "f",
-            C.COUNTRY: "SE",
-            C.ONBOARDING_ITEMS: [[1, 2]] * args.users,
-            C.ONBOARDING_GENRES: [[]] * args.users,
-        }
-    )
+    n_events, vecs, as_of, users = make_world(settings, args.users, args.events)
     local = settings.model_copy(update={"engine": "local"})
     t0 = time.perf_counter()
     build.build_snapshot(local, as_of, vecs, users)  # onboarding + history, local engine
