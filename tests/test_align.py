@@ -342,7 +342,9 @@ def test_report_lists_each_models_retrain_compatibility(ws: Aligned) -> None:
         assert section is not None and section.title == "Retrain compatibility"
         row = next(line for line in section.markdown.splitlines() if "b-planted" in line)
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[:4] == [ws.model_id, cells[1], ws.parent, "b-planted"]
+        with session_scope(ws.settings.metadata_db_url) as session:
+            task = session.get(DownstreamModel, ws.model_id).task
+        assert cells[:4] == [ws.model_id, task, ws.parent, "b-planted"]
         assert cells[4:8] == ["0.7000", "0.5500", "0.6980", "0.7100"]
         assert cells[-1] == "yes"
         page, _ = report.render(data)
