@@ -1,7 +1,7 @@
 """Benchmark: autoencoder training and embedding throughput on random data (200k x 600 default).
 
     .venv/bin/python bench/bench_train.py [--users 200000] [--epochs 3] [--hidden 256 128]
-        [--bf16 off|on|both] [--threads N]
+        [--bf16 off|on|both] [--threads N] [--items 0 4096] [--item-sample 0 1024]
 
 Prints users/s per training epoch and embed users/s for each setting, plus the CPU count.
 """
@@ -78,6 +78,7 @@ def bench_one(
     """Train for train_cfg.epochs epochs and embed every user once; print the rates."""
     vocab = 0 if items is None else items.shape[1]
     tag = f"hidden={hidden} bf16={train_cfg.bf16} item_vocab={vocab}"
+    tag += f" item_sample={train_cfg.item_sample}" if vocab else ""
     cfg = AutoencoderConfig(input_dim=x.shape[1], hidden_dim=hidden)
     result = train_autoencoder(x, blocks, cfg, train_cfg, items=items)
     per_epoch = ", ".join(f"{u:,.0f}" for u in result.metrics["users_per_s"])
@@ -104,6 +105,13 @@ def main() -> None:
         default=[TrainConfig().item_vocab],
         help="item decoder vocabularies (0 = no item target)",
     )
+    ap.add_argument(
+        "--item-sample",
+        type=int,
+        nargs="+",
+        default=[TrainConfig().item_sample],
+        help="candidate items per step for the item softmax (0 = exact)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     blocks = bench_layout()
@@ -116,7 +124,9 @@ def main() -> None:
         for hidden in args.hidden:
             for vocab in args.items:
                 items = random_items(len(x), vocab)
-                bench_one(x, blocks, hidden, dataclasses.replace(base, bf16=bf16), items)
+                for sample in args.item_sample if vocab else [0]:
+                    cfg = dataclasses.replace(base, bf16=bf16, item_sample=sample)
+                    bench_one(x, blocks, hidden, cfg, items)
     print("train config:", dataclasses.asdict(base))
 
 

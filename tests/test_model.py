@@ -259,6 +259,36 @@ def test_item_loss_is_the_multinomial_nll_of_the_users_items() -> None:
     dense = torch.from_numpy(targets.toarray()[[2, 0]])
     expected = -0.5 * (torch.log_softmax(loss.head(z), 1) * dense).sum(1).mean()
     torch.testing.assert_close(loss(z, rows), expected)
+    sampled = ItemLoss(targets, latent_dim=3, weight=0.5, sample=2)
+    sampled.head.load_state_dict(loss.head.state_dict())
+    torch.testing.assert_close(sampled(z, rows, exact=True), expected)  # validation: exact
+    assert ItemLoss(targets, 3, 0.5, sample=4).sample == 0  # no smaller than the vocabulary
+
+
+def test_sampled_item_softmax_estimates_the_normaliser_without_bias() -> None:
+    """Planted: one user, one item, Zipf-like logits over 400 items. A training step's loss
+    is weight * (log Z_hat - logit); Z_hat (the 20 most popular exactly + 20 uniform draws
+    from the other 380, weighted 19) must average to the exact Z."""
+    import scipy.sparse as sp
+
+    from representation.train import ItemLoss
+
+    vocab = 400
+    popularity = np.zeros((vocab + 1, vocab), np.float32)  # users per item falls with the id
+    popularity[np.tril_indices(vocab + 1, -1, vocab)] = 1.0  # item j: users j+1..vocab
+    popularity[0] = 0.0
+    popularity[0, 5] = 1.0  # the one user: item 5
+    loss = ItemLoss(sp.csr_matrix(popularity), latent_dim=1, weight=1.0, sample=40, seed=0)
+    assert loss.exact_cols[:3].tolist() == [0, 1, 2]  # the most popular items, exactly
+    with torch.no_grad():
+        loss.head.weight.copy_(torch.ones(vocab, 1))
+        loss.head.bias.copy_(-torch.log1p(torch.arange(vocab, dtype=torch.float32)))
+    z, row = torch.ones(1, 1), torch.tensor([0])
+    with torch.no_grad():
+        exact = loss(z, row, exact=True)
+        ratios = torch.stack([torch.exp(loss(z, row) - exact) for _ in range(4000)])
+    assert abs(float(ratios.mean()) - 1.0) < 0.02  # E[Z_hat] = Z
+    assert float(ratios.std()) > 0.01  # and it is an estimate: the draws change it
 
 
 def test_item_targets_make_z_keep_what_the_features_only_hint_at(data) -> None:
@@ -278,12 +308,12 @@ def test_item_targets_make_z_keep_what_the_features_only_hint_at(data) -> None:
         items[u, rng.choice(10, 4, replace=False) + 10 * s] = 1.0
     targets = sp.csr_matrix(items)
 
-    def separability(with_items: bool) -> float:
+    def separability(with_items: bool, item_sample: int = 0) -> float:
         result = train_autoencoder(
             x,
             BLOCKS,
             AutoencoderConfig.tiny(D),
-            TrainConfig.tiny(),
+            dataclasses.replace(TrainConfig.tiny(), item_sample=item_sample),
             items=targets if with_items else None,
         )
         assert result.metrics["item_vocab"] == (20 if with_items else 0)
@@ -291,4 +321,20 @@ def test_item_targets_make_z_keep_what_the_features_only_hint_at(data) -> None:
         probe = LogisticRegression(max_iter=500).fit(z[:2000], side[:2000])
         return probe.score(z[2000:], side[2000:])
 
-    assert separability(True) > separability(False) + 0.05
+    without = separability(False)
+    assert separability(True) > without + 0.05
+    assert separability(True, item_sample=8) > without + 0.05  # the sampled softmax as well
+
+
+def test_bank_dropout_drops_p_keeps_the_mean_and_is_identity_in_eval() -> None:
+    from representation.model import BankDropout
+
+    drop, x = BankDropout(0.25, bank_rows=512), torch.ones(4096, 64)
+    torch.manual_seed(0)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.25) < 0.01
+    assert abs(float(y.mean()) - 1.0) < 0.02  # inverted dropout: 1 / (1 - p) on the kept
+    assert len({tuple(r) for r in (y[:64] != 0).int().tolist()}) > 50  # rows differ
+    torch.manual_seed(0)
+    assert torch.equal(BankDropout(0.25, bank_rows=512)(x), y)  # seeded: reproducible
+    assert torch.equal(drop.eval()(x), x) and not drop.state_dict()
