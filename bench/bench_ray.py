@@ -8,8 +8,14 @@ the driver's publish step), per-core users/s (users / summed task seconds: what 
 peak RSS per worker (largest task process; includes ~0.5 GB of imports: torch, duckdb, feast)
 and the machine size. Workers are started and warmed before each job is timed.
 
+The train job is autoencoder training on Ray Train (DDP, one user shard per worker, the default
+TrainConfig with its item decoder): training users/s per epoch (median over epochs, epoch wall
+clock on rank 0, the ranks' gradient all-reduces included), the job's wall clock (incl. starting
+the worker group, about 10 to 30 s) and the largest worker's peak RSS.
+
 Run: .venv/bin/python bench/bench_ray.py [--users 200000] [--events 20] [--shards 8] [--workers 1,2]
      memory bound: --users 1000000 --events 10 --epochs 1 --workers 1 --shards 8,32 --jobs features,embed
+     training only: --jobs train --epochs 2
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_pipeline import make_world, rss_mib  # noqa: E402
 
+from userrep import columns as C  # noqa: E402
 from userrep.db import upgrade  # noqa: E402
 from userrep.settings import Settings  # noqa: E402
 
@@ -97,8 +105,53 @@ def warm_workers(workers: int) -> None:
     ray.get([warm.remote() for _ in range(workers)])
 
 
+def train_report(workers: int, wall: float, result) -> dict:
+    m = result.metrics
+    per_epoch = float(np.median(m["users_per_s"]))
+    row = {
+        "job": "train",
+        "workers": workers,
+        "users": m["n_train"],
+        "wall_s": wall,
+        "users_per_s": per_epoch,
+        "peak_worker_mib": m["worker_peak_rss_mib"],
+    }
+    print(
+        f"  {'train':<16} {workers} worker(s): {m['n_train']:,} training users x "
+        f"{m['epochs_run']} epochs in {wall:6.1f}s (incl. worker group start) = "
+        f"{per_epoch:>9,.0f} users/s per epoch (epochs: "
+        f"{', '.join(f'{u:,.0f}' for u in m['users_per_s'])}); "
+        f"peak RSS per worker {m['worker_peak_rss_mib']:,.0f} MiB",
+        flush=True,
+    )
+    return row
+
+
+def training_inputs(settings: Settings, as_of: pd.Timestamp, vecs, epochs: int):
+    """What `userrep train` hands the engine: encoder input of every user (the snapshot's fast
+    path, equal to the Feast join), blocks, configs, item targets."""
+    from representation import pipeline
+    from representation.inputs import Snapshot, layout_for
+    from representation.model import AutoencoderConfig
+    from representation.train import TrainConfig
+
+    layout = layout_for(settings, vecs.collab.shape[1], vecs.content.shape[1])
+    snapshot = Snapshot.load(settings.paths, as_of)
+    users = np.sort(snapshot.onboarding[C.USER_ID].to_numpy()).astype(np.int64)
+    x = snapshot.matrix(users, layout)
+    train_cfg = TrainConfig(epochs=epochs, patience=epochs, seed=settings.seed)
+    items = pipeline.training_item_targets(settings, as_of, users, train_cfg)
+    return x, layout.blocks(), AutoencoderConfig(input_dim=layout.dim), train_cfg, items
+
+
 def run_jobs(
-    settings: Settings, workers: int, batch_id: str, as_of: pd.Timestamp, vecs, jobs: list[str]
+    settings: Settings,
+    workers: int,
+    batch_id: str,
+    as_of: pd.Timestamp,
+    vecs,
+    jobs: list[str],
+    train_inputs: tuple | None = None,
 ) -> list:
     """Each job on a fresh local Ray of `workers` CPUs: worker peaks are per job."""
     import ray
@@ -109,6 +162,15 @@ def run_jobs(
     for job in jobs:
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
         try:
+            if job == "train":  # Ray Train starts its own worker group: nothing to warm
+                trainer = settings.model_copy(update={"ray_train_workers": workers})
+                x, blocks, cfg, train_cfg, items = train_inputs
+                t0 = time.perf_counter()
+                result = RayEngine(trainer).train_autoencoder(
+                    x, blocks, cfg, train_cfg, items=items
+                )
+                rows.append(train_report(workers, time.perf_counter() - t0, result))
+                continue
             warm_workers(workers)
             engine = RayEngine(settings)
             t0 = time.perf_counter()
@@ -130,7 +192,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--events", type=float, default=20.0)
     parser.add_argument("--shards", default="8", help="shards per job; a list runs each")
-    parser.add_argument("--jobs", default="features,embed,online load")
+    parser.add_argument("--jobs", default="features,embed,online load,train")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
@@ -171,23 +233,26 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     print(
         f"world: {n_events:,} events, {args.users:,} users; local snapshot {time.perf_counter() - t0:.1f}s"
     )
-    batch_id = pipeline.train_batch(
-        local, as_of, None, TrainConfig(epochs=args.epochs, patience=args.epochs)
-    )
-    print(
-        f"trained {batch_id} locally ({args.epochs} epochs); driver peak RSS {rss_mib():,.0f} MiB"
-    )
+    rows, jobs = [], args.jobs.split(",")
+    batch_id = ""
+    if {"embed", "online load"} & set(jobs):
+        batch_id = pipeline.train_batch(
+            local, as_of, None, TrainConfig(epochs=args.epochs, patience=args.epochs)
+        )
+        print(
+            f"trained {batch_id} locally ({args.epochs} epochs); driver peak RSS {rss_mib():,.0f} MiB"
+        )
+    train_inputs = training_inputs(settings, as_of, vecs, args.epochs) if "train" in jobs else None
     print(f"online store: {settings.online_store}; {args.shards} shards per job")
     scan_s = shard_scan_seconds(settings, as_of, 8)
     print(
         f"event scan of one feature shard (1 thread; every shard reads all events): {scan_s:.2f}s "
         f"= {n_events / scan_s:,.0f} events/s"
     )
-    rows, jobs = [], args.jobs.split(",")
     for n_shards in (int(s) for s in args.shards.split(",")):
         sharded = settings.model_copy(update={"ray_shards": n_shards})
         for workers in (int(w) for w in args.workers.split(",")):
-            rows += run_jobs(sharded, workers, batch_id, as_of, vecs, jobs)
+            rows += run_jobs(sharded, workers, batch_id, as_of, vecs, jobs, train_inputs)
     print(f"driver peak RSS {rss_mib():,.0f} MiB (includes the local snapshot and training above)")
     by = {(r["job"], r["workers"]): r for r in rows}
     for job in jobs:

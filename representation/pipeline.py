@@ -33,8 +33,9 @@ from representation.inputs import (
     to_matrix,
 )
 from representation.model import AutoencoderConfig
+from representation.scale import engine_for
 from representation.targets import item_targets
-from representation.train import TrainConfig, train_autoencoder
+from representation.train import TrainConfig
 from userrep import columns as C
 from userrep.arrow import list_array
 from userrep.db import BatchStatus, session_scope
@@ -124,7 +125,7 @@ def train_batch(
         anchors = align.parent_anchors(settings, align_to, users, x, hash_, cfg.latent_dim)
     bct = anchors if align.BCT in align_method else None
     items = training_item_targets(settings, as_of, users, train_cfg)
-    result = train_autoencoder(
+    result = engine_for(settings).train_autoencoder(  # in-process, or Ray Train DDP
         x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch, anchors=bct, items=items
     )
     batch_id = batches.new_batch_id(as_of.to_pydatetime())

@@ -177,3 +177,42 @@ def test_ray_and_local_embed_identical_z_u(world: World, local_ray) -> None:
     _, online = get_user_embeddings(world.settings, ids, batch_id)  # loaded by the Ray tasks
     expected = np.stack(z_ray[C.Z_U].to_numpy(zero_copy_only=False)[::97])
     np.testing.assert_array_equal(online, expected)
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray) -> None:
+    """`userrep train` under USERREP_ENGINE=ray: one Ray Train worker runs the local code path
+    (same split, seeds, minibatches, item head), so the saved weights, the normaliser and z_u
+    are bit-identical. Both run on one torch thread: matmul sums depend on the thread count."""
+    import torch
+
+    from representation import build, pipeline
+    from representation.train import TrainConfig
+
+    build.build_snapshot(world.settings, world.as_of)
+    cfg = TrainConfig(epochs=2, seed=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local_id = pipeline.train_batch(world.settings, world.as_of, {"latent_dim": 8}, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = world.on("ray").model_copy(update={"ray_train_workers": 1})
+    epochs: list[int] = []
+    ray_id = pipeline.train_batch(
+        on_ray, world.as_of, {"latent_dim": 8}, cfg, on_epoch=lambda e, *_: epochs.append(e)
+    )
+    art = {b: world.settings.paths.batches / b / "encoder" for b in (local_id, ray_id)}
+    local_w, ray_w = (torch.load(art[b] / "model.pt", weights_only=True) for b in art)
+    assert local_w.keys() == ray_w.keys() and epochs == [1, 2]
+    assert all(torch.equal(local_w[k], ray_w[k]) for k in local_w)
+    assert (art[local_id] / "normaliser.json").read_text() == (
+        art[ray_id] / "normaliser.json"
+    ).read_text()
+    files = {b: pipeline.embed_batch(world.settings, b, world.as_of, online=False) for b in art}
+    z = {b: pq.read_table(r.offline_file) for b, r in files.items()}
+    np.testing.assert_array_equal(
+        np.stack(z[local_id][C.Z_U].to_numpy(zero_copy_only=False)),
+        np.stack(z[ray_id][C.Z_U].to_numpy(zero_copy_only=False)),
+    )

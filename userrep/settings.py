@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     # User shards per Ray job (None: 2 per cluster CPU); peak memory per worker ~ users / shards.
     ray_shards: int | None = None
+    # Ray Train workers of `userrep train` (DDP, one CPU and one user shard each); None:
+    # min(ray_shards, cluster CPUs) when ray_shards is set, else one per cluster CPU.
+    ray_train_workers: int | None = None
 
     def model_post_init(self, __context: object) -> None:
         self.workspace = self.workspace.expanduser().resolve()

@@ -1,8 +1,10 @@
-"""Execution engines for the heavy batch jobs (feature snapshot, batch embedding, online load).
+"""Execution engines for the heavy batch jobs (feature snapshot, batch embedding, online load,
+autoencoder training).
 
 `engine_for(settings)` picks one by `settings.engine` (USERREP_ENGINE): "local" runs in this
 process, the embedded default; "ray" runs one task per user shard on a Ray cluster, with the same
-code per shard and the same results. Only the Ray engine imports ray.
+code per shard and the same results, and trains data-parallel (Ray Train, torch DDP; one worker
+gives the local model bit for bit). Only the Ray engine imports ray.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import pandas as pd
 
 from userrep import columns as C
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from representation.encoders import ItemVectors
+    from representation.model import AutoencoderConfig, InputBlock
     from representation.pipeline import EmbedReport
+    from representation.train import Anchors, TrainConfig, TrainResult
 
 
 class Engine(Protocol):
@@ -44,6 +51,20 @@ class Engine(Protocol):
 
     def load_online(self, path: Path) -> int:
         """Write a published z_u file into the online store; returns the rows written."""
+        ...
+
+    def train_autoencoder(
+        self,
+        x: np.ndarray,
+        blocks: Sequence[InputBlock],
+        config: AutoencoderConfig,
+        train_config: TrainConfig,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        anchors: Anchors | None = None,
+        items: sp.csr_matrix | None = None,
+    ) -> TrainResult:
+        """train.train_autoencoder's contract: same split, seeds, early stopping and result
+        (saved by the caller with artifact.save_artifact)."""
         ...
 
 

@@ -1,5 +1,6 @@
 """The Ray engine: the batch jobs as one Ray task per user shard, each running the local code
-(scale/shards.py) on its shard; the driver only publishes the parts. Imported only when
+(scale/shards.py) on its shard; the driver only publishes the parts. Training runs as one Ray
+Train DDP job, a user shard per worker (scale/ray_train.py). Imported only when
 settings.engine == "ray". Workers read and write the workspace, so on a cluster it must be on
 storage every node sees (a shared filesystem).
 """
@@ -25,8 +26,12 @@ from userrep import columns as C
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from representation.encoders import ItemVectors
+    from representation.model import AutoencoderConfig, InputBlock
     from representation.pipeline import EmbedReport
+    from representation.train import Anchors, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 LOCAL_CPUS = 2  # a local Ray (no ray_address) on this many CPUs
@@ -157,6 +162,24 @@ class RayEngine:
         args = [(self.settings, path, g.tolist(), k) for k, g in enumerate(groups)]
         limit = 1 if self.settings.online_store == "sqlite" else None
         return sum(r.n_users for r in self._run(shards.online_rows, args, max_in_flight=limit))
+
+    def train_autoencoder(
+        self,
+        x: np.ndarray,
+        blocks: Sequence[InputBlock],
+        config: AutoencoderConfig,
+        train_config: TrainConfig,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        anchors: Anchors | None = None,
+        items: sp.csr_matrix | None = None,
+    ) -> TrainResult:
+        """Data-parallel on Ray Train (TorchTrainer, DDP over gloo), one user shard per worker;
+        ray_train.train_workers(settings) workers."""
+        from representation.scale import ray_train
+
+        return ray_train.train_autoencoder(
+            self.settings, x, blocks, config, train_config, on_epoch, anchors, items
+        )
 
 
 def _parts_dir(target: Path) -> Path:
