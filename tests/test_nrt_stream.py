@@ -245,38 +245,64 @@ def test_sigkill_of_the_consumer_process_then_restart_applies_every_event_once(
     np.testing.assert_allclose(z_nrt, z_batch, rtol=1e-5, atol=1e-5)
 
 
-def test_redis_online_store_keeps_late_corrections(world: World, client, tmp_path: Path) -> None:
-    """Redis drops a write whose event time is not newer than the stored one; the NRT writer
-    turns that off and guards order itself, so a late event's correction still lands."""
+@pytest.fixture
+def redis_world(world: World, client) -> Iterator[World]:
+    """The world served from the Redis online store under a unique Feast project; afterwards
+    that project's keys and registry entries are removed (teardown() would drop them all)."""
     from userrep.feast_store import apply_repo, feature_store
 
     settings = world.settings.model_copy(
         update={"online_store": "redis", "project": f"userrep_nrt_{uuid.uuid4().hex[:8]}"}
     )
     apply_repo(settings)
-    redis_world = World(settings, world.batch_id, world.end)
-    user, t_new = 950, world.end + pd.Timedelta(days=2)
-    late = play("r-late", user, 11, t_new - pd.Timedelta(days=1), 3.0)
-    newer = play("r-new", user, 12, t_new)
     try:
-        engine = make_engine(redis_world, tmp_path / "a")
-        engine.apply([newer])
-        z_newer_only, _ = online(engine, [user], world.batch_id)
-        engine.apply([late])
-        z_after, stamps = online(engine, [user], world.batch_id)
-        engine.close()
-        assert stamps[0] == t_new and not np.allclose(z_after, z_newer_only)
-        reference = make_engine(world, tmp_path / "b")  # sqlite store, events in time order
-        reference.apply([late])
-        reference.apply([newer])
-        np.testing.assert_allclose(online(reference, [user], world.batch_id)[0], z_after, atol=1e-6)
-        reference.close()
-    finally:  # this project's keys and registry entries only (teardown() drops them all)
+        yield World(settings, world.batch_id, world.end)
+    finally:
         keys = list(client.scan_iter(f"*{settings.project}*", count=1000))
         if keys:
             client.delete(*keys)
         feature_store(settings).registry.delete_project(settings.project)
     assert not list(client.scan_iter(f"*{settings.project}*", count=1000))
+
+
+def test_redis_online_store_keeps_late_corrections(
+    world: World, redis_world: World, tmp_path: Path
+) -> None:
+    """Redis drops a write whose event time is not newer than the stored one; the NRT writer
+    turns that off and guards order itself, so a late event's correction still lands."""
+    user, t_new = 950, world.end + pd.Timedelta(days=2)
+    late = play("r-late", user, 11, t_new - pd.Timedelta(days=1), 3.0)
+    newer = play("r-new", user, 12, t_new)
+    engine = make_engine(redis_world, tmp_path / "a")
+    engine.apply([newer])
+    z_newer_only, _ = online(engine, [user], world.batch_id)
+    engine.apply([late])
+    z_after, stamps = online(engine, [user], world.batch_id)
+    engine.close()
+    assert stamps[0] == t_new and not np.allclose(z_after, z_newer_only)
+    reference = make_engine(world, tmp_path / "b")  # sqlite store, events in time order
+    reference.apply([late])
+    reference.apply([newer])
+    np.testing.assert_allclose(online(reference, [user], world.batch_id)[0], z_after, atol=1e-6)
+    reference.close()
+
+
+def test_http_service_on_redis_reads_the_fresh_vector(redis_world: World, tmp_path: Path) -> None:
+    """On Redis the service's GET awaits Feast's asyncio read; it must see the vector the
+    event just wrote, as the synchronous SDK read does."""
+    from fastapi.testclient import TestClient
+
+    from representation.nrt.http import create_app
+
+    engine = make_engine(redis_world, tmp_path)
+    t = redis_world.end + pd.Timedelta(hours=5)
+    with TestClient(create_app(engine)) as http:
+        assert http.post("/events", json=play("rh-1", 951, 3, t)).json()["applied"] == 1
+        got = http.get(f"/users/951/embedding?batch={redis_world.batch_id}").json()
+        assert pd.Timestamp(got["as_of"]) == t
+        z_sdk, _ = online(engine, [951], redis_world.batch_id)
+        np.testing.assert_array_equal(np.float32(got["z_u"]), z_sdk[0])
+        assert http.get("/users/987654/embedding").status_code == 404
 
 
 def test_partitioned_consumers_each_keep_their_own_users(
