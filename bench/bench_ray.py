@@ -8,10 +8,11 @@ the driver's publish step), per-core users/s (users / summed task seconds: what 
 peak RSS per worker (largest task process; includes ~0.5 GB of imports: torch, duckdb, feast)
 and the machine size. Workers are started and warmed before each job is timed.
 
-The train job is autoencoder training on Ray Train (DDP, one user shard per worker, the default
-TrainConfig with its item decoder): training users/s per epoch (median over epochs, epoch wall
-clock on rank 0, the ranks' gradient all-reduces included), the job's wall clock (incl. starting
-the worker group, about 10 to 30 s) and the largest worker's peak RSS.
+The train job is `userrep train` on Ray Train (DDP, one user shard per worker, each worker reading
+its own user range of the snapshot; the default TrainConfig with its item decoder): training
+users/s per epoch (median over epochs, epoch wall clock on rank 0, the ranks' gradient
+all-reduces included), the job's wall clock (incl. starting the worker group, about 10 to 30 s),
+the largest worker's peak RSS and the driver's resident memory during the job (sampled).
 
 Run: .venv/bin/python bench/bench_ray.py [--users 200000] [--events 20] [--shards 8] [--workers 1,2]
      memory bound: --users 1000000 --events 10 --epochs 1 --workers 1 --shards 8,32 --jobs features,embed
@@ -35,7 +36,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_pipeline import make_world, rss_mib  # noqa: E402
 
-from userrep import columns as C  # noqa: E402
 from userrep.db import upgrade  # noqa: E402
 from userrep.settings import Settings  # noqa: E402
 
@@ -79,9 +79,11 @@ def shard_scan_seconds(settings: Settings, as_of: pd.Timestamp, n_shards: int) -
     import duckdb
 
     from representation.features import events_source
+    from representation.scale.shards import event_user_ranges
 
+    lo, hi = event_user_ranges(settings.paths, n_shards)[0]  # a shard's filter: its id range
     con = duckdb.connect(config={"threads": 1})
-    sql = f"SELECT COUNT(*) FROM {events_source(settings.paths)} WHERE ts <= $t AND user_id % {n_shards} = 0"
+    sql = f"SELECT COUNT(*) FROM {events_source(settings.paths)} WHERE ts <= $t AND user_id >= {lo} AND user_id < {hi}"
     t0 = time.perf_counter()
     con.execute(sql, {"t": as_of.to_pydatetime()}).fetchone()
     return time.perf_counter() - t0
@@ -105,7 +107,36 @@ def warm_workers(workers: int) -> None:
     ray.get([warm.remote() for _ in range(workers)])
 
 
-def train_report(workers: int, wall: float, result) -> dict:
+class DriverRss:
+    """The driver's resident memory while a job runs, sampled every 50 ms (its lifetime peak,
+    ru_maxrss, already holds the local snapshot and training of the set-up)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.start = self.peak = current_rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, current_rss_mib())
+
+    def __enter__(self) -> DriverRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def train_report(workers: int, wall: float, result, driver: DriverRss, x_mib: float) -> dict:
     m = result.metrics
     per_epoch = float(np.median(m["users_per_s"]))
     row = {
@@ -115,33 +146,34 @@ def train_report(workers: int, wall: float, result) -> dict:
         "wall_s": wall,
         "users_per_s": per_epoch,
         "peak_worker_mib": m["worker_peak_rss_mib"],
+        "driver_rss_start_mib": driver.start,
+        "driver_rss_peak_mib": driver.peak,
     }
     print(
         f"  {'train':<16} {workers} worker(s): {m['n_train']:,} training users x "
         f"{m['epochs_run']} epochs in {wall:6.1f}s (incl. worker group start) = "
         f"{per_epoch:>9,.0f} users/s per epoch (epochs: "
         f"{', '.join(f'{u:,.0f}' for u in m['users_per_s'])}); "
-        f"peak RSS per worker {m['worker_peak_rss_mib']:,.0f} MiB",
+        f"peak RSS per worker {m['worker_peak_rss_mib']:,.0f} MiB; driver RSS "
+        f"{driver.start:,.0f} -> peak {driver.peak:,.0f} MiB during the job "
+        f"(the whole training matrix: {x_mib:,.0f} MiB)",
         flush=True,
     )
     return row
 
 
 def training_inputs(settings: Settings, as_of: pd.Timestamp, vecs, epochs: int):
-    """What `userrep train` hands the engine: encoder input of every user (the snapshot's fast
-    path, equal to the Feast join), blocks, configs, item targets."""
-    from representation import pipeline
-    from representation.inputs import Snapshot, layout_for
+    """What `userrep train` hands the engine: the snapshot by reference (each worker reads
+    its own user range), the model config and the TrainConfig (default, with its item decoder)."""
+    from representation.inputs import layout_for
     from representation.model import AutoencoderConfig
     from representation.train import TrainConfig
+    from representation.trainset import TrainingSet
 
     layout = layout_for(settings, vecs.collab.shape[1], vecs.content.shape[1])
-    snapshot = Snapshot.load(settings.paths, as_of)
-    users = np.sort(snapshot.onboarding[C.USER_ID].to_numpy()).astype(np.int64)
-    x = snapshot.matrix(users, layout)
     train_cfg = TrainConfig(epochs=epochs, patience=epochs, seed=settings.seed)
-    items = pipeline.training_item_targets(settings, as_of, users, train_cfg)
-    return x, layout.blocks(), AutoencoderConfig(input_dim=layout.dim), train_cfg, items
+    data = TrainingSet(settings.paths, as_of, layout, train_cfg.item_vocab)
+    return data, AutoencoderConfig(input_dim=layout.dim), train_cfg
 
 
 def run_jobs(
@@ -164,12 +196,13 @@ def run_jobs(
         try:
             if job == "train":  # Ray Train starts its own worker group: nothing to warm
                 trainer = settings.model_copy(update={"ray_train_workers": workers})
-                x, blocks, cfg, train_cfg, items = train_inputs
+                data, cfg, train_cfg = train_inputs
                 t0 = time.perf_counter()
-                result = RayEngine(trainer).train_autoencoder(
-                    x, blocks, cfg, train_cfg, items=items
-                )
-                rows.append(train_report(workers, time.perf_counter() - t0, result))
+                with DriverRss() as driver:
+                    result = RayEngine(trainer).train_snapshot(data, cfg, train_cfg)
+                n = result.metrics["n_train"] + result.metrics["n_val"]
+                x_mib = n * cfg.input_dim * 4 / 2**20
+                rows.append(train_report(workers, time.perf_counter() - t0, result, driver, x_mib))
                 continue
             warm_workers(workers)
             engine = RayEngine(settings)

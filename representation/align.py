@@ -15,7 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from representation.artifact import UserEncoder
 from representation.train import Anchors
 from userrep import columns as C
 from userrep.settings import Settings
+
+if TYPE_CHECKING:
+    from representation.trainset import SnapshotInputs
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +178,7 @@ def parent_anchors(
     settings: Settings,
     parent_id: str,
     users: np.ndarray,
-    x: np.ndarray,
+    x: np.ndarray | SnapshotInputs,  # x[rows]: only the anchors' rows are read
     schema_hash: str | None,
     latent_dim: int,
 ) -> Anchors:
@@ -213,7 +216,7 @@ def align_new_batch(
     parent_id: str,
     art_dir: Path,
     users: np.ndarray,
-    x: np.ndarray,
+    x: np.ndarray | SnapshotInputs,  # x[rows]: only the anchors' rows are read
     raw: UserEncoder,
     with_scale: bool = True,
     method: str = METHOD,

@@ -55,10 +55,13 @@ def _horizon_sql(horizons: Sequence[C.Horizon]) -> str:
     return ",\n  ".join(parts)
 
 
-def pair_sql(source: str, horizons: Sequence[C.Horizon], shard: int = 0, n_shards: int = 1) -> str:
+def pair_sql(
+    source: str, horizons: Sequence[C.Horizon], user_range: tuple[int, int] | None = None
+) -> str:
     """The (user, item) aggregation over `source`, events <= $as_of, rows sorted by user, then
     item: a fixed order, so each user's float sums come out bit-identical in any shard."""
-    where = "" if n_shards == 1 else f" AND user_id % {n_shards} = {shard}"
+    where = "" if user_range is None else f" AND user_id >= {user_range[0]:d}"
+    where += "" if user_range is None else f" AND user_id < {user_range[1]:d}"
     return f"""
     SELECT user_id, item_id,
       {_horizon_sql(horizons)},
@@ -77,17 +80,16 @@ def pair_aggregates(
     source: str,
     as_of: pd.Timestamp,
     horizons: Sequence[C.Horizon],
-    shard: int = 0,
-    n_shards: int = 1,
+    user_range: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per (user, item): weights and counts in each horizon, last play; events <= as_of only.
 
     `source` is a SQL relation: the workspace's event files, or an in-memory frame registered
     on `con` (the near-real-time path), so batch and online share one definition. Rows come
-    sorted by user, as numpy columns. `shard` / `n_shards` keep the users with
-    user_id % n_shards == shard (a scale-out engine aggregates each shard on its own).
+    sorted by user, as numpy columns. `user_range` = (lo, hi) keeps the users with
+    lo <= user_id < hi (a scale-out engine aggregates each range on its own).
     """
-    sql = pair_sql(source, horizons, shard, n_shards)
+    sql = pair_sql(source, horizons, user_range)
     return con.execute(sql, {"as_of": as_of.to_pydatetime()}).fetchnumpy()
 
 

@@ -36,6 +36,7 @@ from representation.model import AutoencoderConfig
 from representation.scale import engine_for
 from representation.targets import item_targets
 from representation.train import TrainConfig
+from representation.trainset import SnapshotInputs, TrainingSet
 from userrep import columns as C
 from userrep.arrow import list_array
 from userrep.db import BatchStatus, session_scope
@@ -101,14 +102,22 @@ def train_batch(
 ) -> str:
     """Train the autoencoder on the snapshot at as_of; register a new batch (status building).
 
+    The engine reads the training data (engine.train_snapshot: the local engine the whole
+    matrix through Feast, the Ray engine one user range per worker); this function holds the
+    user ids and, with align_to, the inputs of the anchor users (at most align.MAX_FIT_USERS).
+
     With align_to, z_u is made compatible with that batch's space by align_method (one of
     align.METHODS: a BCT term in training, a Procrustes map after it, or both).
     """
     c_dim, t_dim = _encoder_dims(settings)
     layout = InputLayout(tuple(h.name for h in settings.horizon_list), c_dim, t_dim)
-    users, x = training_matrix(settings, as_of, layout)
     cfg = AutoencoderConfig(input_dim=layout.dim, **(model_cfg or {}))
     train_cfg = train_cfg or TrainConfig(seed=settings.seed)
+    _require_snapshot(settings, as_of)
+    vocab = train_cfg.item_vocab if train_cfg.item_weight > 0 else 0
+    data = TrainingSet(settings.paths, as_of, layout, vocab)  # the engine reads the users' data
+    users = data.user_ids()  # row order of the training matrix
+    x = SnapshotInputs(data, users)  # x[rows] reads those rows: only alignment's anchors
     extra = {
         "layout": layout.__dict__ | {"horizons": list(layout.horizons)},
         "feature_names": layout.feature_names,
@@ -124,9 +133,8 @@ def train_batch(
         hash_ = extra["input_schema_hash"]
         anchors = align.parent_anchors(settings, align_to, users, x, hash_, cfg.latent_dim)
     bct = anchors if align.BCT in align_method else None
-    items = training_item_targets(settings, as_of, users, train_cfg)
-    result = engine_for(settings).train_autoencoder(  # in-process, or Ray Train DDP
-        x, layout.blocks(), cfg, train_cfg, on_epoch=on_epoch, anchors=bct, items=items
+    result = engine_for(settings).train_snapshot(  # in-process, or Ray Train DDP
+        data, cfg, train_cfg, on_epoch=on_epoch, anchors=bct
     )
     batch_id = batches.new_batch_id(as_of.to_pydatetime())
     art_dir = settings.paths.batches / batch_id / "encoder"
@@ -153,7 +161,7 @@ def train_batch(
             parent_batch_id=parent_batch_id or align_to,
         )
         row.alignment = alignment
-    log.info("trained batch %s on %d users", batch_id, len(x))
+    log.info("trained batch %s on %d users", batch_id, len(users))
     return batch_id
 
 

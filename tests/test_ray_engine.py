@@ -4,6 +4,7 @@ imports ray."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -83,21 +85,6 @@ def _history(settings: Settings, as_of: pd.Timestamp) -> pa.Table:
 
     table = pq.read_table(settings.paths.user_history / snapshot_name(as_of))
     return table.drop_columns([C.CREATED])
-
-
-def test_merge_sorted_parts_gives_one_sorted_file(tmp_path: Path) -> None:
-    ids = np.arange(1000)
-    parts = []
-    for k in range(3):  # hash shards: user_id % 3, each sorted
-        p = tmp_path / f"p{k}.parquet"
-        mine = ids[ids % 3 == k]
-        pq.write_table(pa.table({C.USER_ID: mine, "x": mine * 2.0}), p, row_group_size=37)
-        parts.append(p)
-    n = shards.merge_sorted_parts(parts, tmp_path / "out.parquet", rows=50)
-    out = pq.read_table(tmp_path / "out.parquet")
-    assert n == 1000 and out[C.USER_ID].to_pylist() == ids.tolist()
-    assert out["x"].to_pylist() == (ids * 2.0).tolist()
-    assert not list(tmp_path.glob(".*"))  # the temporary file was renamed away
 
 
 def test_user_ranges_cover_the_file_without_gaps(tmp_path: Path) -> None:
@@ -183,15 +170,16 @@ def test_ray_and_local_embed_identical_z_u(world: World, local_ray) -> None:
 @needs_ray
 def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray) -> None:
     """`userrep train` under USERREP_ENGINE=ray: one Ray Train worker runs the local code path
-    (same split, seeds, minibatches, item head), so the saved weights, the normaliser and z_u
-    are bit-identical. Both run on one torch thread: matmul sums depend on the thread count."""
+    (same split, seeds, minibatches, item head) on the rows it read from the snapshot itself,
+    so the saved weights, the normaliser and z_u are bit-identical while the driver reads no
+    feature row. Both run on one torch thread: matmul sums depend on the thread count."""
     import torch
 
     from representation import build, pipeline
     from representation.train import TrainConfig
 
     build.build_snapshot(world.settings, world.as_of)
-    cfg = TrainConfig(epochs=2, seed=3)
+    cfg = TrainConfig(epochs=2, seed=3, item_sample=64)  # below the ~300-item vocabulary: sampled
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -200,9 +188,10 @@ def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray
         torch.set_num_threads(threads)
     on_ray = world.on("ray").model_copy(update={"ray_train_workers": 1})
     epochs: list[int] = []
-    ray_id = pipeline.train_batch(
-        on_ray, world.as_of, {"latent_dim": 8}, cfg, on_epoch=lambda e, *_: epochs.append(e)
-    )
+    with _driver_reads_no_feature_rows():  # the worker reads its user range itself
+        ray_id = pipeline.train_batch(
+            on_ray, world.as_of, {"latent_dim": 8}, cfg, on_epoch=lambda e, *_: epochs.append(e)
+        )
     art = {b: world.settings.paths.batches / b / "encoder" for b in (local_id, ray_id)}
     local_w, ray_w = (torch.load(art[b] / "model.pt", weights_only=True) for b in art)
     assert local_w.keys() == ray_w.keys() and epochs == [1, 2]
@@ -216,3 +205,109 @@ def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray
         np.stack(z[local_id][C.Z_U].to_numpy(zero_copy_only=False)),
         np.stack(z[ray_id][C.Z_U].to_numpy(zero_copy_only=False)),
     )
+
+
+@contextlib.contextmanager
+def _driver_reads_no_feature_rows(anchor_rows: list[int] | None = None):
+    """Every way of reading feature rows or item pairs fails in this (the driver's) process;
+    Ray workers are other processes and keep the real functions. With anchor_rows, the driver
+    may assemble inputs of chosen users (alignment's anchors): each call's size is recorded."""
+    from representation import inputs, pipeline, targets
+
+    def refuse(*_, **__):
+        raise AssertionError("the driver read feature rows or item targets")
+
+    real_matrix = inputs.Snapshot.matrix
+
+    def anchors_only(self, user_ids, layout):
+        if anchor_rows is None:
+            refuse()
+        anchor_rows.append(len(user_ids))
+        return real_matrix(self, user_ids, layout)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for owner, name in [
+            (pipeline, "training_matrix"),
+            (pipeline, "training_item_targets"),
+            (inputs.Snapshot, "matrix_parts"),
+            (shards, "read_user_range"),
+            (targets, "item_targets"),
+            (targets, "range_item_targets"),
+        ]:
+            mp.setattr(owner, name, refuse)
+        mp.setattr(inputs.Snapshot, "matrix", anchors_only)
+        yield
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ray_train_on_two_workers_reads_shards_and_aligns(world: World, local_ray) -> None:
+    """Two workers, each reading its own user range, with BCT anchors from a parent batch: the
+    job trains on every user, and the driver assembles inputs of the anchor users only."""
+    from representation import align, batches, build, pipeline
+    from representation.train import TrainConfig
+    from userrep.db import session_scope
+
+    build.build_snapshot(world.settings, world.as_of)
+    parent = pipeline.train_batch(
+        world.settings, world.as_of, {"latent_dim": 8}, TrainConfig(epochs=2, seed=0)
+    )
+    on_ray = world.on("ray").model_copy(update={"ray_train_workers": 2})
+    sizes: list[int] = []
+    with _driver_reads_no_feature_rows(anchor_rows=sizes), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(align, "MAX_FIT_USERS", 200)  # a sample of the users shared with the parent
+        batch_id = pipeline.train_batch(
+            on_ray,
+            world.as_of,
+            {"latent_dim": 8},
+            TrainConfig(epochs=3, seed=1),
+            align_to=parent,
+            align_method="bct+procrustes",
+        )
+    with session_scope(world.settings.metadata_db_url) as session:
+        row = batches.get_batch(session, batch_id)
+        metrics, alignment = row.metrics, row.alignment
+    n_users = pq.read_metadata(
+        world.settings.paths.user_onboarding / f"asof={world.as_of:%Y%m%dT%H%M%S}.parquet"
+    ).num_rows
+    assert metrics["ddp_workers"] == 2 and metrics["n_train"] + metrics["n_val"] == n_users
+    assert metrics["best_val_loss"] < metrics["val_loss_initial"]
+    assert alignment["method"] == "bct+procrustes" and alignment["n_users"] == 200 < n_users
+    assert sizes == [200, 200]  # the anchors' parent z_u, then their new z_u: nothing else
+
+
+@pytest.mark.slow
+def test_training_set_reads_the_training_matrix_range_by_range(world: World) -> None:
+    """What a Ray Train worker reads for its user-id range (inputs, item targets over the
+    vocabulary counted once) is its rows of the local training matrix, bit for bit."""
+    from representation import build, pipeline
+    from representation.features import events_source
+    from representation.inputs import layout_for
+    from representation.targets import item_targets
+    from representation.train import TrainConfig
+    from representation.trainset import SnapshotInputs, TrainingSet
+    from userrep.feast_store import apply_repo
+
+    apply_repo(world.settings)
+    build.build_snapshot(world.settings, world.as_of)
+    layout = layout_for(world.settings, 16, 16)
+    users, x = pipeline.training_matrix(world.settings, world.as_of, layout)
+    cfg = TrainConfig(item_vocab=50)
+    items = pipeline.training_item_targets(world.settings, world.as_of, users, cfg)
+    data = TrainingSet(world.settings.paths, world.as_of, layout, cfg.item_vocab)
+    np.testing.assert_array_equal(data.user_ids(), users)
+    vocab = data.item_vocabulary()
+    con, events = duckdb.connect(), events_source(world.settings.paths)
+    local_vocab = item_targets(con, events, world.as_of, users, cfg.item_vocab).item_ids
+    assert vocab is not None and len(vocab) == 50 == items.shape[1]
+    np.testing.assert_array_equal(vocab, local_vocab)  # one DuckDB aggregate, same columns
+    cuts = [0, 97, 350, len(users)]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        bounds = (int(users[lo]), int(users[hi]) if hi < len(users) else int(users[-1]) + 1)
+        ids, x_range = data.read_range(*bounds)
+        np.testing.assert_array_equal(ids, users[lo:hi])
+        assert x_range.tobytes() == x[lo:hi].tobytes()  # NaN-aware bit equality
+        part = data.item_targets(ids, bounds, vocab)
+        assert part.shape == (hi - lo, len(vocab)) and (part != items[lo:hi]).nnz == 0
+    rows = np.array([5, 3, 400, 599])
+    assert SnapshotInputs(data, users)[rows].tobytes() == x[rows].tobytes()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from representation.model import AutoencoderConfig, InputBlock
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
+    from representation.trainset import TrainingSet
 
 
 class Engine(Protocol):
@@ -63,8 +64,21 @@ class Engine(Protocol):
         anchors: Anchors | None = None,
         items: sp.csr_matrix | None = None,
     ) -> TrainResult:
-        """train.train_autoencoder's contract: same split, seeds, early stopping and result
-        (saved by the caller with artifact.save_artifact)."""
+        """train.train_autoencoder's contract on a matrix in memory: same split, seeds, early
+        stopping and result (saved by the caller with artifact.save_artifact)."""
+        ...
+
+    def train_snapshot(
+        self,
+        data: TrainingSet,
+        config: AutoencoderConfig,
+        train_config: TrainConfig,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        anchors: Anchors | None = None,
+    ) -> TrainResult:
+        """train_autoencoder on every user of a snapshot (`userrep train`), the engine reading
+        the inputs and item targets: the same result as on the matrix in row order
+        data.user_ids(); anchors' rows are positions in that order."""
         ...
 
 

@@ -80,23 +80,28 @@ def make_shard(
     anchors: Anchors | None = None,
 ) -> TrainShard:
     """The rows [lo, hi) of the training inputs, targets and anchors, positions made local."""
-
-    def local(rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows)
-        return rows[(rows >= lo) & (rows < hi)] - lo
-
-    shard_anchors = None
-    if anchors is not None:
-        keep = (anchors.rows >= lo) & (anchors.rows < hi)
-        shard_anchors = Anchors(anchors.rows[keep] - lo, anchors.z_parent[keep])
     return TrainShard(
         lo,
         np.ascontiguousarray(x[lo:hi]),
-        local(train_rows),
-        local(val_rows),
+        local_rows(train_rows, lo, hi),
+        local_rows(val_rows, lo, hi),
         None if items is None else sp.csr_matrix(items[lo:hi]),
-        shard_anchors,
+        shard_anchors(anchors, lo, hi),
     )
+
+
+def local_rows(rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The positions among rows that fall in [lo, hi), made relative to lo."""
+    rows = np.asarray(rows)
+    return rows[(rows >= lo) & (rows < hi)] - lo
+
+
+def shard_anchors(anchors: Anchors | None, lo: int, hi: int) -> Anchors | None:
+    """The anchors among rows [lo, hi), positions made relative to lo."""
+    if anchors is None:
+        return None
+    keep = (anchors.rows >= lo) & (anchors.rows < hi)
+    return Anchors(anchors.rows[keep] - lo, anchors.z_parent[keep])
 
 
 def all_sum(a: np.ndarray) -> np.ndarray:
@@ -229,7 +234,13 @@ def fit_shard(
                 compat.scale = compat_scale  # the variance of all anchors' z, not this shard's
         items = None
         if shard.items is not None and shard.items.shape[1] > 0 and cfg.item_weight > 0:
-            items = ItemLoss(shard.items, config.latent_dim, cfg.item_weight)
+            items = ItemLoss(  # the sampled softmax as locally; each rank its own draws
+                shard.items,
+                config.latent_dim,
+                cfg.item_weight,
+                cfg.item_sample,
+                rank_seed(cfg.seed + 3, rank),
+            )
         if rank:
             torch.manual_seed(rank_seed(cfg.seed, rank))  # this rank's dropout stream
         trainable = wrap(_Trainable(model, items.head if items else None))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from representation.model import AutoencoderConfig, InputBlock
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
+    from representation.trainset import TrainingSet
 
 
 class LocalEngine:
@@ -65,4 +66,21 @@ class LocalEngine:
     ) -> TrainResult:
         from representation.train import train_autoencoder
 
+        return train_autoencoder(x, blocks, config, train_config, on_epoch, anchors, items)
+
+    def train_snapshot(
+        self,
+        data: TrainingSet,
+        config: AutoencoderConfig,
+        train_config: TrainConfig,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        anchors: Anchors | None = None,
+    ) -> TrainResult:
+        """The whole matrix in this process, through Feast's point-in-time join, as always."""
+        from representation.pipeline import training_item_targets, training_matrix
+        from representation.train import train_autoencoder
+
+        users, x = training_matrix(self.settings, data.as_of, data.layout)
+        items = training_item_targets(self.settings, data.as_of, users, train_config)
+        blocks = data.layout.blocks()
         return train_autoencoder(x, blocks, config, train_config, on_epoch, anchors, items)

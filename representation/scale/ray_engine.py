@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from representation.model import AutoencoderConfig, InputBlock
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
+    from representation.trainset import TrainingSet
 
 log = logging.getLogger(__name__)
 LOCAL_CPUS = 2  # a local Ray (no ray_address) on this many CPUs
@@ -86,19 +87,26 @@ class RayEngine:
     def write_history_snapshot(
         self, vecs: ItemVectors, as_of: pd.Timestamp, horizons: Sequence[C.Horizon]
     ) -> int:
-        """Each shard (user_id % n) aggregated by pair_aggregates + history_table, as locally;
-        the sorted parts are merged into the one snapshot file."""
+        """Each shard (a contiguous user-id range of the events) aggregated by pair_aggregates +
+        history_table, as locally; the parts, sorted and disjoint, are concatenated in order
+        into the one snapshot file (no merge: it is the local file's row order)."""
         paths = self.settings.paths
         if not any(paths.events.glob("*.parquet")):
             return 0
         target = paths.user_history / feat.snapshot_name(as_of)
         parts_dir = _parts_dir(target)
         try:
-            n, vref = self.n_shards, ray.put(vecs)
-            args = [(paths, vref, as_of, tuple(horizons), k, n, parts_dir) for k in range(n)]
+            vref = ray.put(vecs)
+            ranges = shards.event_user_ranges(paths, self.n_shards)
+            args = [
+                (paths, vref, as_of, tuple(horizons), k, r, parts_dir) for k, r in enumerate(ranges)
+            ]
             parts = [r.path for r in self._run(shards.history_part, args) if r.path]
             t0 = time.perf_counter()
-            n_users = shards.merge_sorted_parts(parts, target) if parts else 0
+            n_users = 0
+            if parts:
+                schema = pq.read_schema(parts[0])
+                n_users = shards.concat_parts(parts, target, schema, use_dictionary=False)
             self.last_publish_s = time.perf_counter() - t0
             return n_users
         finally:
@@ -179,6 +187,22 @@ class RayEngine:
 
         return ray_train.train_autoencoder(
             self.settings, x, blocks, config, train_config, on_epoch, anchors, items
+        )
+
+    def train_snapshot(
+        self,
+        data: TrainingSet,
+        config: AutoencoderConfig,
+        train_config: TrainConfig,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        anchors: Anchors | None = None,
+    ) -> TrainResult:
+        """As train_autoencoder, each worker reading its own user-id range of the snapshot:
+        the driver holds only the user ids, the split and the item vocabulary."""
+        from representation.scale import ray_train
+
+        return ray_train.train_snapshot(
+            self.settings, data, config, train_config, on_epoch, anchors
         )
 
 

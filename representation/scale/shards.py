@@ -1,8 +1,8 @@
 """One shard of users at a time: the per-shard work of the scale-out engine, with the local code.
 
-Each function reads only its shard, writes a parquet part and reports its size and the peak
-memory of the process that ran it; `merge_sorted_parts` / `concat_parts` publish the parts as the
-one file a Feast source reads, by rename. Plain functions (no ray import): Ray runs them as tasks.
+Each function reads only its shard (a contiguous user-id range), writes a parquet part and
+reports its size and the peak memory of the process that ran it; `concat_parts` publishes the
+parts, in user order, as the one file a Feast source reads, by rename. Plain functions (no ray import): Ray runs them as tasks.
 """
 
 from __future__ import annotations
@@ -56,15 +56,15 @@ def history_part(
     as_of: pd.Timestamp,
     horizons: Sequence[C.Horizon],
     shard: int,
-    n_shards: int,
+    user_range: tuple[int, int],
     out_dir: Path,
     memory_limit: str = "1GB",
 ) -> PartResult:
-    """History feature rows of the users with user_id % n_shards == shard (sorted by user)."""
+    """History feature rows of the users with lo <= user_id < hi (sorted by user)."""
     t0 = time.perf_counter()
     con = duckdb.connect(config={"threads": 1})  # one CPU per task: the engine runs the rest
     con.execute(f"SET memory_limit = '{memory_limit}'")
-    pairs = feat.pair_aggregates(con, feat.events_source(paths), as_of, horizons, shard, n_shards)
+    pairs = feat.pair_aggregates(con, feat.events_source(paths), as_of, horizons, user_range)
     if not len(pairs[C.USER_ID]):
         return PartResult(shard, None, 0, time.perf_counter() - t0, peak_rss_mib())
     table = feat.history_table(pairs, vecs, as_of, horizons)
@@ -78,49 +78,26 @@ def _batches(path: Path, rows: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
 
 
-def merge_sorted_parts(parts: Sequence[Path], target: Path, rows: int = 65_536) -> int:
-    """Parts sorted by user (disjoint users) -> one file sorted by user, as the local build
-    writes it; streamed (about 2 x `rows` rows in memory in all), published by rename."""
-    readers = [_batches(p, max(1024, rows // len(parts))) for p in parts]
-    heads = {i: t for i, r in enumerate(readers) if (t := next(r, None)) is not None}
-    tmp = target.parent / f".{target.name}.tmp"
-    pending: list[pa.Table] = []
-    n = 0
-    try:
-        with pq.ParquetWriter(tmp, pq.read_schema(parts[0]), use_dictionary=False) as writer:
-            while heads:
-                bound = min(int(t[C.USER_ID][-1].as_py()) for t in heads.values())
-                for i, head in list(heads.items()):  # rows <= bound: no part holds a smaller id
-                    ids = np.asarray(head[C.USER_ID].to_numpy())
-                    cut = int(np.searchsorted(ids, bound, side="right"))
-                    pending.append(head.slice(0, cut))
-                    rest = head.slice(cut) if cut < head.num_rows else next(readers[i], None)
-                    if rest is None:
-                        del heads[i]
-                    else:
-                        heads[i] = rest
-                if sum(t.num_rows for t in pending) >= rows or not heads:
-                    n += _write_sorted(writer, pending)
-                    pending = []
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
+def event_user_ranges(paths: WorkspacePaths, n_shards: int) -> list[tuple[int, int]]:
+    """n_shards contiguous [lo, hi) user-id ranges covering every user with events (equal
+    width between the smallest and largest id; one DuckDB min / max over the events)."""
+    con = duckdb.connect(config={"threads": 1})
+    sql = f"SELECT MIN(user_id), MAX(user_id) FROM {feat.events_source(paths)}"
+    lo, hi = con.execute(sql).fetchone() or (None, None)
+    if lo is None or hi is None:  # no events
+        return []
+    edges = np.linspace(int(lo), int(hi) + 1, n_shards + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
-def _write_sorted(writer: pq.ParquetWriter, tables: list[pa.Table]) -> int:
-    merged = pa.concat_tables(tables)
-    order = np.argsort(merged[C.USER_ID].to_numpy(), kind="stable")
-    writer.write_table(merged.take(pa.array(order)), row_group_size=feat.SNAPSHOT_ROW_GROUP)
-    return merged.num_rows
-
-
-def concat_parts(parts: Sequence[Path], target: Path, schema: pa.Schema) -> int:
+def concat_parts(
+    parts: Sequence[Path], target: Path, schema: pa.Schema, use_dictionary: bool = True
+) -> int:
     """Parts in order -> one file (one or more row groups per part), published by rename."""
     tmp = target.parent / f".{target.name}.tmp"
     n = 0
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, use_dictionary=use_dictionary) as writer:
             for p in parts:
                 for table in _batches(p, 262_144):
                     writer.write_table(table)

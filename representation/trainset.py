@@ -1,0 +1,118 @@
+"""The training data of one feature snapshot, by reference: the user ids, and any user-id range's
+encoder inputs and item targets read straight from the snapshot files. `pipeline.train_batch`
+hands it to the engine; a Ray Train worker reads only its own range (scale/ray_train.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from representation.features import events_source, snapshot_name
+from representation.inputs import InputLayout, Snapshot
+from representation.targets import item_vocabulary, range_item_targets
+from userrep import columns as C
+from userrep.settings import WorkspacePaths
+
+_READ_ROWS = 65_536  # rows per streamed batch when picking users out of a snapshot file
+DUCKDB_MEMORY = "1GB"  # per item-pair query (as shards.history_part): DuckDB spills past it
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Every user of the snapshot at as_of (its onboarding file), sorted by user id: row i of
+    the training matrix is the i-th user. Holds no user data, so it travels to workers cheaply.
+    The inputs read here equal pipeline.training_matrix's Feast join bit for bit (as the batch
+    embedding's reads do); item targets equal pipeline.training_item_targets's rows."""
+
+    paths: WorkspacePaths
+    as_of: pd.Timestamp
+    layout: InputLayout
+    item_vocab: int  # the item decoder's vocabulary size (TrainConfig.item_vocab); 0 = no items
+
+    @property
+    def onboarding_file(self) -> Path:
+        return self.paths.user_onboarding / snapshot_name(self.as_of)
+
+    def user_ids(self) -> np.ndarray:
+        """(n,) int64 sorted user ids: one column of the onboarding file, nothing else."""
+        ids = pq.read_table(self.onboarding_file, columns=[C.USER_ID])[C.USER_ID]
+        return np.sort(ids.to_numpy()).astype(np.int64)
+
+    def read_range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, x) of the users with lo <= user_id < hi: (k,) sorted ids, (k, dim) float32;
+        only that range's rows of the snapshot are read (shards.read_user_range)."""
+        from representation.scale.shards import read_user_range
+
+        onb = read_user_range(self.onboarding_file, lo, hi)
+        hist = self._history(lambda path: read_user_range(path, lo, hi), onb)
+        ids = np.sort(onb[C.USER_ID].to_numpy()).astype(np.int64)
+        return ids, Snapshot(hist, onb).matrix(ids, self.layout)
+
+    def inputs(self, user_ids: np.ndarray) -> np.ndarray:
+        """(k, dim) float32 inputs of these users (any order), the files streamed and only
+        their rows kept: memory follows k, not the snapshot."""
+        ids = np.asarray(user_ids, np.int64)
+        onb = _read_users(self.onboarding_file, ids)
+        hist = self._history(lambda path: _read_users(path, ids), onb)
+        return Snapshot(hist, onb).matrix(ids, self.layout)
+
+    def _history(self, read, onb: pa.Table) -> pa.Table:
+        path = self.paths.user_history / snapshot_name(self.as_of)
+        return read(path) if path.exists() else onb.select([C.USER_ID]).slice(0, 0)
+
+    def has_items(self) -> bool:
+        return self.item_vocab > 0 and any(self.paths.events.glob("*.parquet"))
+
+    def item_vocabulary(self) -> np.ndarray | None:
+        """The item decoder's columns (sorted item ids) over all users, from one DuckDB
+        aggregate; None when the item term is off (as training_item_targets)."""
+        if not self.has_items():
+            return None
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")  # the distinct pairs spill past it
+        users = f"read_parquet('{self.onboarding_file}')"
+        return item_vocabulary(con, events_source(self.paths), self.as_of, users, self.item_vocab)
+
+    def item_targets(
+        self, user_ids: np.ndarray, user_range: tuple[int, int], vocab: np.ndarray
+    ) -> sp.csr_matrix:
+        """(k, vocab) targets of the users of one range (user_ids: its rows, in order)."""
+        con = duckdb.connect(config={"threads": 1})  # one CPU per worker
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        source = events_source(self.paths)
+        return range_item_targets(con, source, self.as_of, user_ids, user_range, vocab).matrix
+
+
+class SnapshotInputs:
+    """The training matrix x without holding it: x[rows] reads only those users' rows from the
+    snapshot (what alignment needs: its anchor users, at most align.MAX_FIT_USERS)."""
+
+    def __init__(self, data: TrainingSet, users: np.ndarray):
+        self.data, self.users = data, users
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.data.inputs(self.users[np.asarray(rows)])  # (len(rows), dim)
+
+
+def _read_users(path: Path, ids: np.ndarray) -> pa.Table:
+    """The rows of a snapshot file whose user is in ids, streamed batch by batch."""
+    pf = pq.ParquetFile(path, buffer_size=1 << 22, pre_buffer=False)
+    wanted = np.unique(ids)
+    pieces = []
+    for batch in pf.iter_batches(batch_size=_READ_ROWS):
+        keep = np.isin(np.asarray(batch.column(C.USER_ID).to_numpy()), wanted)
+        if keep.any():
+            pieces.append(batch.filter(pa.array(keep)))
+    return pa.Table.from_batches(pieces, schema=pf.schema_arrow)
