@@ -295,13 +295,15 @@ def read_snapshot(
     return snapshot.rows(snapshot.user_ids() if user_ids is None else user_ids)
 
 
-def read_via_feast(settings: Settings, entity_df: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time join of encoder_input_v1 for (user_id, event_timestamp) rows through Feast."""
+def read_via_feast(settings: Settings, entity_df: pd.DataFrame) -> pa.Table:
+    """Point-in-time join of encoder_input_v1 for (user_id, event_timestamp) rows through Feast,
+    as Arrow: vector columns stay list arrays (a DataFrame holds one Python object per cell,
+    several times the memory at a million users)."""
     from userrep.feast_store import feature_store
 
     store = feature_store(settings)
     service = store.get_feature_service(C.ENCODER_INPUT_SERVICE)
-    return store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    return store.get_historical_features(entity_df=entity_df, features=service).to_arrow()
 
 
 def snapshot_times(paths: WorkspacePaths) -> list[pd.Timestamp]:

@@ -63,9 +63,10 @@ def _encoder_dims(settings: Settings) -> tuple[int, int]:
 
 
 def training_matrix(
-    settings: Settings, as_of: pd.Timestamp, layout: InputLayout
+    settings: Settings, as_of: pd.Timestamp, layout: InputLayout, chunk: int = 200_000
 ) -> tuple[np.ndarray, np.ndarray]:
-    """encoder_input_v1 for every user known at as_of, through Feast's point-in-time join."""
+    """encoder_input_v1 for every user known at as_of (sorted by id), through Feast's
+    point-in-time join, `chunk` users per join."""
     from userrep.feast_store import apply_repo
 
     _require_snapshot(settings, as_of)
@@ -73,9 +74,15 @@ def training_matrix(
     users = pd.read_parquet(
         settings.paths.user_onboarding / snapshot_name(as_of), columns=[C.USER_ID]
     )
-    entity_df = users.assign(**{C.EVENT_TIMESTAMP: as_of})
-    frame = read_via_feast(settings, entity_df).sort_values(C.USER_ID)
-    return frame[C.USER_ID].to_numpy(np.int64), to_matrix(pa.Table.from_pandas(frame), layout)
+    user_ids = np.sort(users[C.USER_ID].to_numpy(np.int64))
+    x = np.empty((len(user_ids), layout.dim), np.float32)
+    for lo in range(0, len(user_ids), chunk):  # the join's own temporaries stay one chunk big
+        part = pd.DataFrame({C.USER_ID: user_ids[lo : lo + chunk], C.EVENT_TIMESTAMP: as_of})
+        table = read_via_feast(settings, part).sort_by(C.USER_ID)
+        if not np.array_equal(table[C.USER_ID].to_numpy(), part[C.USER_ID].to_numpy()):
+            raise RuntimeError(f"the Feast join at {as_of} did not return one row per user")
+        x[lo : lo + len(part)] = to_matrix(table, layout)
+    return user_ids, x
 
 
 def training_item_targets(

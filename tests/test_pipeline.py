@@ -172,3 +172,18 @@ def test_re_embedding_an_older_snapshot_never_overwrites_newer_online_vectors(
         assert status in (BatchStatus.READY, BatchStatus.ACTIVE)
     finally:  # the session fixture is shared: leave it with one snapshot per batch
         report.offline_file.unlink(missing_ok=True)
+
+
+def test_training_matrix_read_in_chunks_equals_one_join(built: Pipeline) -> None:
+    """The Feast read of the training matrix runs `chunk` users per point-in-time join (its
+    memory stays one chunk big); the matrix must not depend on the chunk size."""
+    from representation.inputs import InputLayout
+
+    c_dim, t_dim = pipeline._encoder_dims(built.settings)
+    layout = InputLayout(tuple(h.name for h in built.settings.horizon_list), c_dim, t_dim)
+    users, x = pipeline.training_matrix(built.settings, built.end, layout)
+    users_c, x_c = pipeline.training_matrix(built.settings, built.end, layout, chunk=97)
+    assert len(users) > 97 * 3 and np.all(np.diff(users) > 0)
+    np.testing.assert_array_equal(users_c, users)
+    np.testing.assert_array_equal(x_c, x)  # NaN (missing) in the same places too
+    assert np.isnan(x).any() and np.isfinite(x).any()
