@@ -198,12 +198,29 @@ class CompatTerm:
         return self.scale * (diff * diff).sum() / len(rows_b)
 
 
+class _SparseRowSum(torch.autograd.Function):
+    """(b, vocab) scipy CSR targets x (vocab, latent) weight -> (b, latent), and its weight
+    gradient targets.T x grad: scipy's sparse kernels, ~2x faster here than torch's
+    embedding_bag or sparse CSR matmul with their backward passes."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, targets: sp.csr_matrix) -> Tensor:  # type: ignore[override]
+        ctx.targets = targets
+        return torch.from_numpy(np.asarray(targets @ weight.detach().numpy(), np.float32))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        dense = np.asarray(grad.float().numpy())
+        return torch.from_numpy(np.asarray(ctx.targets.T @ dense, np.float32)), None
+
+
 class ItemLoss:
     """weight * multinomial NLL of each user's items under softmax(head(z)) (Mult-DAE's
     likelihood), from a binary (users, vocab) CSR target; the head is a training-time Linear.
 
-    NLL_u = n_u * logsumexp(logits_u) - sum of u's item logits. The item sum is an
-    embedding_bag over u's items, so nothing dense is scattered. With `sample` > 0 (and a
+    NLL_u = n_u * logsumexp(logits_u) - sum of u's item logits. The item logits' sum is
+    z_u . (sum of u's head rows) + their biases: a sparse (b, vocab) x (vocab, latent) product
+    (_SparseRowSum), so nothing (b, vocab)-sized is built for it. With `sample` > 0 (and a
     larger vocabulary), training steps estimate the normaliser from `sample` candidate items:
     the sample/2 most popular exactly, plus sample/2 uniform draws from the rest weighted
     (n_rest / draws), an unbiased estimate of the rest's sum of exp(logit). That cuts the
@@ -213,7 +230,9 @@ class ItemLoss:
     def __init__(
         self, targets: sp.csr_matrix, latent_dim: int, weight: float, sample: int = 0, seed=0
     ):
-        self.targets = sp.csr_matrix(targets)
+        self.targets = sp.csr_matrix(targets, dtype=np.float32)  # a copy: made binary below
+        self.targets.eliminate_zeros()
+        self.targets.data[:] = 1.0  # which items, not how often (the NLL counts each once)
         vocab = self.targets.shape[1]
         self.head = torch.nn.Linear(latent_dim, vocab)
         self.weight = weight
@@ -230,12 +249,11 @@ class ItemLoss:
 
     def __call__(self, z: Tensor, rows_b: Tensor, exact: bool = False) -> Tensor:
         sub = self.targets[rows_b.numpy()]  # (b, vocab) sparse
-        items = torch.from_numpy(sub.indices.astype(np.int64))  # (nnz,)
-        offsets = torch.from_numpy(sub.indptr[:-1].astype(np.int64))  # (b,)
         n_items = torch.from_numpy(np.diff(sub.indptr).astype(np.float32))  # (b,)
+        users_per_item = torch.from_numpy(np.asarray(sub.sum(axis=0), np.float32).ravel())
         w, bias = self.head.weight, self.head.bias  # (vocab, latent), (vocab,)
-        item_sum = torch.nn.functional.embedding_bag(items, w, offsets, mode="sum")  # (b, latent)
-        positive = (z * item_sum.to(z.dtype)).sum() + bias.index_select(0, items).sum()
+        item_sum = _SparseRowSum.apply(w, sub)  # (b, latent): each user's sum of item rows
+        positive = (z * item_sum.to(z.dtype)).sum() + (users_per_item * bias).sum()
         if self.sample and not exact:
             drawn = torch.randint(len(self.rest_cols), (self.draws,), generator=self.gen)
             cand = torch.cat([self.exact_cols, self.rest_cols.index_select(0, drawn)])  # (s,)

@@ -259,6 +259,9 @@ def test_item_loss_is_the_multinomial_nll_of_the_users_items() -> None:
     dense = torch.from_numpy(targets.toarray()[[2, 0]])
     expected = -0.5 * (torch.log_softmax(loss.head(z), 1) * dense).sum(1).mean()
     torch.testing.assert_close(loss(z, rows), expected)
+    grads = [torch.autograd.grad(f, [*loss.head.parameters()]) for f in (loss(z, rows), expected)]
+    for ours, reference in zip(*grads, strict=True):  # the sparse item sum's backward too
+        torch.testing.assert_close(ours, reference)
     sampled = ItemLoss(targets, latent_dim=3, weight=0.5, sample=2)
     sampled.head.load_state_dict(loss.head.state_dict())
     torch.testing.assert_close(sampled(z, rows, exact=True), expected)  # validation: exact
