@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from downstream import labels as L
 from downstream.baselines import ABLATION, MethodResult, results_rows
-from downstream.tasks import fit_evaluate, make_design
+from downstream.tasks import fit_evaluate, label_row_times, make_design
 from downstream.training_set import build_training_set
 from representation import batches
 from representation.artifact import CONFIG_FILE, UserEncoder
@@ -49,10 +50,13 @@ def _batch_artifact(settings: Settings, batch_id: str) -> tuple[dict[str, Any], 
 
 
 def ablated_vectors(
-    settings: Settings, batch_id: str, as_of: pd.Timestamp, switches: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(user ids, z, info): the batch's autoencoder retrained on its own snapshot and configs
-    without the named input blocks, then every user of the snapshot at as_of embedded."""
+    settings: Settings,
+    batch_id: str,
+    as_of: pd.Timestamp | Sequence[pd.Timestamp],
+    switches: Sequence[str],
+) -> tuple[dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """({T: (user ids, z)}, info): the batch's autoencoder retrained on its own snapshot and
+    configs without the named input blocks, then every user of the snapshot at each T embedded."""
     from representation.pipeline import training_item_targets, training_matrix
 
     config, trained_at = _batch_artifact(settings, batch_id)
@@ -65,36 +69,45 @@ def ablated_vectors(
     tcfg = TrainConfig(**train)
     items = training_item_targets(settings, trained_at, users, tcfg)
     result = train_autoencoder(x_train[:, cols], blocks, model_cfg, tcfg, items=items)
-    users, x = (users, x_train) if as_of == trained_at else training_matrix(settings, as_of, layout)
-    z = UserEncoder.from_result(result).embed(x[:, cols])  # (users, latent)
+    encoder = UserEncoder.from_result(result)
+    out = {}
+    for t in L.label_time_list(as_of):
+        users_t, x = (users, x_train) if t == trained_at else training_matrix(settings, t, layout)
+        out[t] = users_t, encoder.embed(x[:, cols])  # (users_t, latent)
     info = {
         "input_dim": len(cols),
         "full_input_dim": layout.dim,
         "epochs": result.metrics["epochs_run"],
     }
     log.info("ablation %s: input %d of %d columns", "+".join(switches), len(cols), layout.dim)
-    return users, z, info
+    return out, info
 
 
 def ablation_results(
     settings: Settings,
     batch_id: str,
     labels: pd.DataFrame,
-    as_of: pd.Timestamp,
+    as_of: pd.Timestamp | Sequence[pd.Timestamp],
     ablations: Sequence[str] | str,
     family: str = "lightgbm",
     params: dict[str, Any] | None = None,
+    folds: int = 1,
 ) -> list[MethodResult]:
     """One result per ablation on the same labels, rows and user split as the published z_u."""
     frame = build_training_set(settings, labels, batch_id, "z_u", validate=False)
     has_z = frame[C.Z_U].notna().to_numpy()  # score exactly the rows z_u is scored on
     out = []
+    row_t, ids = label_row_times(frame), frame[C.USER_ID].to_numpy(np.int64)
     for switches in parse_ablations(ablations):
-        users, z, info = ablated_vectors(settings, batch_id, as_of, switches)
-        by_user = pd.Series(list(z), index=users)
-        vectors = frame[C.USER_ID].map(by_user).where(has_z, None)
+        by_time, info = ablated_vectors(settings, batch_id, as_of, switches)
+        found: list[np.ndarray | None] = [None] * len(frame)
+        for t, (users, z) in by_time.items():
+            lookup = dict(zip(users.tolist(), z, strict=True))
+            for i in np.flatnonzero((row_t == t.value) & has_z):  # each row: z as of its own T
+                found[i] = lookup.get(int(ids[i]))
+        vectors = pd.Series(found, index=frame.index, dtype=object)
         design = make_design(settings, frame.assign(**{C.Z_U: vectors}), "z_u", seed=settings.seed)
-        _, metrics = fit_evaluate(design, family, params)
+        _, metrics = fit_evaluate(design, family, params, folds=folds, seed=settings.seed)
         out.append(
             MethodResult(
                 f"z_u - {'+'.join(switches)}", design.n_user_features, metrics | info, ABLATION

@@ -1,10 +1,12 @@
 """Downstream labels from the workspace's events: what happens in (T, T + window] for users
 active at or before T. Features come later from Feast as of T, so labels never leak into them.
+Several label times T1..Tk give one label set each, stacked (rows carry their own T).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +47,14 @@ def _catalog(settings: Settings, past: pd.DataFrame) -> np.ndarray:
     return np.sort(past[C.ITEM_ID].unique())
 
 
+def label_time_list(as_of: pd.Timestamp | Sequence[pd.Timestamp]) -> list[pd.Timestamp]:
+    """One label time or several -> sorted distinct times."""
+    times = [as_of] if isinstance(as_of, pd.Timestamp) else list(as_of)
+    if not times:
+        raise ValueError("no label time given")
+    return sorted(set(times))
+
+
 def _pairs(frame: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[[C.USER_ID, C.ITEM_ID]])
 
@@ -76,7 +86,7 @@ def sample_negatives(
 
 def future_listening(
     settings: Settings,
-    as_of: pd.Timestamp,
+    as_of: pd.Timestamp | Sequence[pd.Timestamp],
     window_days: int = 7,
     negatives_per_positive: int = 4,
     seed: int = 0,
@@ -89,7 +99,27 @@ def future_listening(
     popularity as of T (plus one, so unplayed items can be drawn), a fixed seed. exclude_seen
     drops items the user had before T from both (ratings data, where nothing repeats). `users`
     replaces "events <= T" (cold start: users known only by their onboarding signals).
+    Several times: one label set per T (negatives drawn with seed + k), stacked in time order.
     """
+    times = label_time_list(as_of)
+    parts = [
+        _future_listening_at(
+            settings, t, window_days, negatives_per_positive, seed + k, exclude_seen, users
+        )
+        for k, t in enumerate(times)
+    ]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _future_listening_at(
+    settings: Settings,
+    as_of: pd.Timestamp,
+    window_days: int,
+    negatives_per_positive: int,
+    seed: int,
+    exclude_seen: bool,
+    users: np.ndarray | None,
+) -> pd.DataFrame:
     past, future = _window(settings, as_of, window_days)
     active = past[C.USER_ID].unique() if users is None else np.asarray(users, np.int64)
     pos = future[future[C.USER_ID].isin(active)][[C.USER_ID, C.ITEM_ID]].drop_duplicates()
@@ -123,7 +153,7 @@ def primary_genre(settings: Settings) -> pd.Series:
 
 def genre_preference(
     settings: Settings,
-    as_of: pd.Timestamp,
+    as_of: pd.Timestamp | Sequence[pd.Timestamp],
     window_days: int = 7,
     source: str = "future",
     users: np.ndarray | None = None,
@@ -132,9 +162,21 @@ def genre_preference(
 
     source="future": the genre a user streamed most (by weight) in (T, T + window];
     source="history": over all events <= T. Ties go to the alphabetically first genre.
+    Several times: one row per (user, T), stacked in time order.
     """
     if source not in ("future", "history"):
         raise ValueError(f"source must be 'future' or 'history', got {source!r}")
+    parts = [_genre_at(settings, t, window_days, source, users) for t in label_time_list(as_of)]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _genre_at(
+    settings: Settings,
+    as_of: pd.Timestamp,
+    window_days: int,
+    source: str,
+    users: np.ndarray | None,
+) -> pd.DataFrame:
     past, future = _window(settings, as_of, window_days)
     who = past[C.USER_ID].unique() if users is None else np.asarray(users, np.int64)
     frame = future[future[C.USER_ID].isin(who)] if source == "future" else past

@@ -11,14 +11,24 @@ from sklearn.metrics import roc_auc_score
 SPLITS = ("train", "val", "test")
 
 
+def _user_hash(user_ids: np.ndarray, seed: int) -> np.ndarray:
+    """(n,) uniform-ish in [0, 1) from the user id: Fibonacci hashing."""
+    ids = np.asarray(user_ids, np.uint64)
+    h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)
+    return (h % np.uint64(10_000)).astype(np.float64) / 10_000.0
+
+
 def split_users(
     user_ids: np.ndarray, test_frac: float = 0.3, val_frac: float = 0.1, seed: int = 0
 ) -> np.ndarray:
     """ "train" / "val" / "test" per row from a hash of the user id: a user is in one split only."""
-    ids = np.asarray(user_ids, np.uint64)
-    h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)  # Fibonacci hash
-    u = (h % np.uint64(10_000)).astype(np.float64) / 10_000.0  # (n,) uniform-ish in [0, 1)
+    u = _user_hash(user_ids, seed)  # (n,)
     return np.where(u < test_frac, "test", np.where(u < test_frac + val_frac, "val", "train"))
+
+
+def user_folds(user_ids: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """(n,) fold 0..folds-1 per row from the same hash as split_users: a user is in one fold."""
+    return np.minimum((_user_hash(user_ids, seed) * folds).astype(np.int64), folds - 1)
 
 
 def auc(y: np.ndarray, scores: np.ndarray) -> float:

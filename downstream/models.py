@@ -31,6 +31,25 @@ class GBDTParams:
     early_stopping_rounds: int = 30  # patience on the validation split
     n_jobs: int = 1  # OpenMP threads; on 2 shared cores, 2 threads ran 4-6x slower than 1
     seed: int = 0
+    # cap min_child_samples at rows / LEAF_ROWS_DIVISOR at fit time: with the fixed 40, a
+    # training set under 80 rows (genre labels of a small data set) gets no split at all
+    scale_to_rows: bool = True
+
+
+LEAF_ROWS_DIVISOR = 20  # a leaf may hold 1/20 of the training rows: about 4 levels of splits
+MIN_LEAF_ROWS = 2
+
+
+def sized_for(params: GBDTParams, n_rows: int) -> GBDTParams:
+    """The params for a training set of n_rows: min_child_samples capped at n_rows / 20 (at
+    least 2), so small sets can split; sets of 800+ rows keep the configured value."""
+    if not params.scale_to_rows:
+        return params
+    cap = max(MIN_LEAF_ROWS, n_rows // LEAF_ROWS_DIVISOR)
+    if cap >= params.min_child_samples:
+        return params
+    log.info("%d training rows: min_child_samples %d -> %d", n_rows, params.min_child_samples, cap)
+    return replace(params, min_child_samples=cap)
 
 
 class TaskModel(Protocol):
@@ -109,6 +128,7 @@ class XGBoostModel:
         import xgboost as xgb
 
         self.n_classes = _n_classes(np.concatenate([y, y_val if y_val is not None else []]))
+        self.params = sized_for(self.params, len(y))
         train = xgb.DMatrix(x, label=y, missing=np.nan)
         evals, stop = [], None
         if x_val is not None and y_val is not None and len(y_val):
@@ -191,6 +211,7 @@ class LightGBMModel:
         import lightgbm as lgb
 
         self.n_classes = _n_classes(np.concatenate([y, y_val if y_val is not None else []]))
+        self.params = sized_for(self.params, len(y))
         train = lgb.Dataset(x, label=y, free_raw_data=True)
         valid: list[Any] = []
         callbacks: list[Callable[..., Any]] = []

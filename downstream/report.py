@@ -5,6 +5,7 @@ collected ReportData; add one with `register_section` (or pass `sections=`).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -268,16 +269,19 @@ def collect(
     batch_id: str | None = None,
     as_of: pd.Timestamp | None = None,
     family: str = "lightgbm",
-    window_days: int = 7,
+    window_days: int | None = None,
     methods: Sequence[str] | None = None,
     cost_tasks: Sequence[str] = (L.FUTURE_LISTENING, L.GENRE_PREFERENCE),
     n_calls: int = 50,
     truth: pd.DataFrame | None = None,
 ) -> ReportData:
     """Run the comparison and the cost measurements for one batch; a step that cannot run on
-    this workspace (e.g. no labels after T) leaves a note instead of failing the report."""
+    this workspace (e.g. no labels after T) leaves a note instead of failing the report.
+    Without as_of the comparison runs at every label time of the batch (label_times), or at
+    report_time when it has none; costs and the projection use report_time."""
     from downstream.baselines import METHODS, compare_baselines
     from downstream.costs import measure_costs
+    from downstream.label_times import label_times, window_for
     from downstream.tasks import batch_as_of
     from downstream.training_set import trainable_batch
 
@@ -285,21 +289,26 @@ def collect(
     t = as_of if as_of is not None else report_time(settings, batch)
     data = ReportData(settings, batch, t, encoder_metrics=encoder_metrics(settings, batch))
     trained = batch_as_of(settings, batch)
-    if trained > t:
+    when: Any = t
+    if as_of is None:
+        with contextlib.suppress(ValueError):  # none leak-free: T = report_time, noted below
+            when, _ = label_times(settings, batch, window_days)
+    if trained > t and when is t:
         data.notes.append(
             f"batch trained as of {trained:%Y-%m-%d %H:%M}, after T: its encoder saw input "
-            "features up to then (never the labels); metrics may be slightly optimistic"
+            "features and item targets up to then, label windows included; metrics are optimistic"
         )
     try:
         data.comparison_md, data.comparison = compare_baselines(
-            settings, t, batch, family, window_days, tuple(methods or METHODS), cold_start=True
+            settings, when, batch, family, window_days, tuple(methods or METHODS), cold_start=True
         )
     except ValueError as err:
         data.notes.append(f"task comparison skipped: {err}")
+    cost_window = window_for([t], window_days)
     for task in cost_tasks:
         try:
             data.costs += measure_costs(
-                settings, batch, t, task, family=family, window_days=window_days, n_calls=n_calls
+                settings, batch, t, task, family=family, window_days=cost_window, n_calls=n_calls
             )
         except ValueError as err:
             data.notes.append(f"cost of {task} skipped: {err}")

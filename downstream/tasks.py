@@ -14,7 +14,7 @@ import pandas as pd
 
 from downstream import labels as L
 from downstream.matrix import feature_set_matrix, item_matrix
-from downstream.metrics import binary_metrics, multiclass_metrics, split_users
+from downstream.metrics import binary_metrics, multiclass_metrics, split_users, user_folds
 from downstream.models import LightGBMModel, XGBoostModel, make_model
 from downstream.training_set import build_training_set, gate_training_set, trainable_batch
 from representation import batches
@@ -45,6 +45,13 @@ class Design:
     n_user_features: int
     dims: dict[str, dict[str, int]]  # vector widths: {"user": {...}, "item": {...}}
     classes: list[str] = field(default_factory=list)  # multiclass label names
+    times: np.ndarray | None = None  # (rows,) label time as int64 ns; None: one time for all
+
+    def queries(self) -> np.ndarray:
+        """(rows,) ranking query id: the user, or the (user, label time) pair with several times."""
+        if self.times is None or len(np.unique(self.times)) < 2:
+            return self.users
+        return pd.MultiIndex.from_arrays([self.users, self.times]).factorize()[0]
 
 
 @dataclass
@@ -63,15 +70,20 @@ def batch_as_of(settings: Settings, batch_id: str) -> pd.Timestamp:
         return pd.Timestamp(batches.get_batch(session, batch_id).as_of).tz_convert("UTC")
 
 
+def label_row_times(frame: pd.DataFrame) -> np.ndarray:
+    """(rows,) int64 ns of each row's label time (event_timestamp)."""
+    return frame[C.EVENT_TIMESTAMP].to_numpy("datetime64[ns]").astype(np.int64)
+
+
 def task_labels(
     settings: Settings,
     task: str,
-    as_of: pd.Timestamp,
+    as_of: pd.Timestamp | Sequence[pd.Timestamp],
     window_days: int = 7,
     seed: int = 0,
     exclude_seen: bool = False,
 ) -> pd.DataFrame:
-    """The built-in label set of a task as of T."""
+    """The built-in label set of a task as of T (or stacked over several label times)."""
     if task not in L.LABEL_BUILDERS:
         raise ValueError(f"unknown task {task!r}: one of {', '.join(TASKS)}")
     if task == L.FUTURE_LISTENING:
@@ -110,19 +122,43 @@ def make_design(
         xu.shape[1],
         {"user": udims, "item": idims},
         list(classes or []),
+        label_row_times(frame),
     )
 
 
-def fit_evaluate(
-    design: Design, family: str, params: dict[str, Any] | None = None, k: int = 10
-) -> tuple[XGBoostModel | LightGBMModel, dict[str, Any]]:
-    """Fit on train users (early stopping on val users), score test users."""
+def _rows_with_user(design: Design) -> np.ndarray:
     has_user = ~np.isnan(design.x[:, : design.n_user_features]).all(axis=1)
     if design.n_user_features and (~has_user).any():
         log.info(
             "%d rows have no user features at their time: left out of fit and test",
             int((~has_user).sum()),
         )
+    return has_user
+
+
+def _scores(design: Design, test: np.ndarray, proba: np.ndarray, k: int) -> dict[str, Any]:
+    if design.classes:
+        return multiclass_metrics(design.y[test], proba)
+    return binary_metrics(design.queries()[test], design.y[test], proba, k)
+
+
+def fit_evaluate(
+    design: Design,
+    family: str,
+    params: dict[str, Any] | None = None,
+    k: int = 10,
+    folds: int = 1,
+    seed: int = 0,
+) -> tuple[XGBoostModel | LightGBMModel, dict[str, Any]]:
+    """Fit on train users (early stopping on val users), score test users.
+
+    folds > 1 cross-fits instead: users are cut into `folds` groups by hash; each group is
+    scored by a model fitted on the others (the next group for early stopping), so every
+    labelled user is a test user once; metrics are over the pooled out-of-fold scores.
+    """
+    if folds > 1:
+        return _cross_fit(design, family, params, k, folds, seed)
+    has_user = _rows_with_user(design)
     part = {s: (design.split == s) & has_user for s in ("train", "val", "test")}
     if not part["train"].any() or not part["test"].any():
         raise ValueError(
@@ -136,13 +172,50 @@ def fit_evaluate(
         design.y[part["val"]],
     )
     test = part["test"]
-    proba = model.predict_proba(design.x[test])
-    if design.classes:
-        metrics = multiclass_metrics(design.y[test], proba)
-    else:
-        metrics = binary_metrics(design.users[test], design.y[test], proba, k)
+    metrics = _scores(design, test, model.predict_proba(design.x[test]), k)
     counts = {f"{s}_users": int(len(np.unique(design.users[m]))) for s, m in part.items()}
     return model, metrics | counts | {
+        "rows_without_user_features": int((~has_user).sum()),
+        "n_user_features": design.n_user_features,
+    }
+
+
+def _as_columns(p: np.ndarray, width: int) -> np.ndarray:
+    """Scores as (rows, width): a fold that saw fewer classes (the last ones absent) gets
+    zero columns for them; a binary model's P(1) becomes [P(0), P(1)] for two classes."""
+    p = p.reshape(len(p), -1)  # (rows, classes seen) or (rows, 1)
+    if width > 1 and p.shape[1] == 1:
+        p = np.column_stack([1 - p[:, 0], p[:, 0]])
+    out = np.zeros((len(p), width))
+    out[:, : p.shape[1]] = p
+    return out
+
+
+def _cross_fit(
+    design: Design, family: str, params: dict[str, Any] | None, k: int, folds: int, seed: int
+) -> tuple[XGBoostModel | LightGBMModel, dict[str, Any]]:
+    has_user = _rows_with_user(design)
+    fold = user_folds(design.users, folds, seed)  # (rows,) 0..folds-1
+    width = max(len(design.classes), 1)
+    proba = np.full((len(design.y), width), np.nan)  # (rows, classes or 1) out-of-fold
+    model = None
+    for f in range(folds):
+        test, val = (fold == f) & has_user, (fold == (f + 1) % folds) & has_user
+        train = has_user & ~test & ~val
+        if not test.any() or not train.any():
+            continue
+        model = make_model(family, **(params or {})).fit(
+            design.x[train], design.y[train], design.x[val], design.y[val]
+        )
+        proba[test] = _as_columns(model.predict_proba(design.x[test]), width)
+    scored = ~np.isnan(proba).any(axis=1)
+    if model is None or not scored.any():
+        raise ValueError(f"cross-fitting: no fold has both train and test rows ({folds} folds)")
+    out = proba[scored] if design.classes else proba[scored, 0]
+    metrics = _scores(design, scored, out, k)
+    return model, metrics | {
+        "test_users": int(len(np.unique(design.users[scored]))),
+        "folds": folds,
         "rows_without_user_features": int((~has_user).sum()),
         "n_user_features": design.n_user_features,
     }

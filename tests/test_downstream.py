@@ -430,3 +430,38 @@ def test_cold_start_users_onboarding_beats_popularity(ws: Workspace) -> None:
     table = cold_start_table(results, n, t)
     assert f": {n} users" in table and table.count("\n| ") == 4
     print(table)
+
+
+def test_compare_rolls_over_every_label_time_of_the_batch(ws: Workspace) -> None:
+    """Runs last: with the batch embedded forward from its training time (T, T + 3d: a
+    backfill), compare takes labels at both times, each row joined to z_u as of its own time,
+    with a window that tiles the times (3 days)."""
+    from downstream.baselines import WARM, compare_baselines
+    from downstream.label_times import label_times
+    from downstream.tasks import task_labels
+
+    later = ws.as_of + 3 * DAY
+    if later not in pipeline.published_times(ws.settings, ws.batch_id):  # run alone
+        build.build_snapshot(ws.settings, later)
+        pipeline.embed_batch(ws.settings, ws.batch_id, later, online=False)
+    times, window = label_times(ws.settings, ws.batch_id)
+    assert times == [ws.as_of, later] and window == 3
+    labels = task_labels(ws.settings, L.FUTURE_LISTENING, times, window, 0)
+    frame = build_training_set(ws.settings, labels, ws.batch_id, "z_u", validate=False)
+    for t in times:  # planted: the published file of each time is what its rows get
+        published = pd.read_parquet(
+            ws.settings.paths.user_embedding / f"{ws.batch_id}__{t:%Y%m%dT%H%M%S}.parquet"
+        ).set_index(C.USER_ID)[C.Z_U]
+        rows = frame[frame[C.EVENT_TIMESTAMP] == t].drop_duplicates(C.USER_ID)
+        assert len(rows) > 50
+        for u, z in zip(rows[C.USER_ID], rows[C.Z_U], strict=True):
+            np.testing.assert_array_equal(z, published[u])
+    table, results = compare_baselines(
+        ws.settings, None, ws.batch_id, methods=("z_u", "als", "popularity")
+    )
+    print(table)
+    assert "at 2 label times" in table and "(+3d)" in table
+    auc = {r.method: r.metrics["auc"] for r in results if r.section == WARM}
+    assert auc["z_u"] > auc["popularity"] + 0.03 and auc["als"] > 0.5
+    z = next(r for r in results if r.method == "z_u")
+    assert z.metrics["rows"] > 0 and z.metrics["rows_without_user_features"] == 0

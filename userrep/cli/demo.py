@@ -7,6 +7,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from downstream.label_times import DEFAULT_HOLDOUT
 from userrep import columns as C
 from userrep.cli.app import app, console, state
 
@@ -15,8 +16,15 @@ from userrep.cli.app import app, console, state
 def demo_cmd(
     n_users: Annotated[int, typer.Option(help="Synthetic users.")] = 3000,
     snapshots: Annotated[
-        int, typer.Option(help="Weekly feature snapshots ending at the last event.")
+        int, typer.Option(help="Weekly feature snapshots ending at the last event (at least).")
     ] = 4,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            help="Share of events after the batch's training time T0 (the 80/20 time split): "
+            "z_u is embedded weekly from T0 on, and downstream labels are taken at each week."
+        ),
+    ] = DEFAULT_HOLDOUT,
     epochs: Annotated[int, typer.Option(help="Maximum autoencoder epochs.")] = 50,
     dataset: Annotated[
         str,
@@ -27,7 +35,12 @@ def demo_cmd(
     ] = "synthetic",
 ) -> None:
     """ingest -> encoders -> features -> train -> embed -> publish -> promote, read z_u back,
-    then write the downstream report (reports/downstream_*.html)."""
+    then write the downstream report (reports/downstream_*.html).
+
+    Encoders and the autoencoder are fitted as of T0, the weekly time before which 1 - holdout
+    of the events lie; the batch is then embedded every week from T0 to the last event (the
+    newest online), so downstream labels at each week are leak-free and cover many users."""
+    from downstream.label_times import WEEK, holdout_start
     from representation.build import last_event_time
     from userrep.cli.app import fail, init_cmd
     from userrep.cli.data import BuiltinDataset, encoders_build_cmd, features_build_cmd, ingest_cmd
@@ -42,32 +55,30 @@ def demo_cmd(
     init_cmd()
     ingest_cmd(dataset=BuiltinDataset(dataset), n_users=n_users, seed=settings.seed)
     end = last_event_time(settings.paths).ceil("D")
-    # item vectors as of one week before the end: the downstream report labels (T, T + 7d]
-    # there, and Feast joins only item vectors that existed at T
-    encoders_build_cmd(as_of=str(end - pd.Timedelta(days=7)))
-    times = [str(end - pd.Timedelta(days=7 * k)) for k in reversed(range(snapshots))]
+    # T0 on the weekly grid ending at `end`: item vectors and z_u's encoder see events <= T0
+    # only, and Feast joins each label time to the item vectors and z_u that existed then
+    t0 = holdout_start(settings.paths, holdout, end, WEEK)
+    encoders_build_cmd(as_of=str(t0))
+    n = max(snapshots, round((end - t0) / WEEK) + 1)
+    times = [str(end - WEEK * k) for k in reversed(range(n))]
     features_build_cmd(as_of=times)
-    train_cmd(epochs=epochs)
-    embed_cmd()
+    train_cmd(as_of=str(t0), epochs=epochs)
+    embed_cmd(as_of=[t for t in times if pd.Timestamp(t) >= t0])  # the newest also online
     _promote_and_show(settings, end)
-    _downstream_report(settings, end - pd.Timedelta(days=7))
+    _downstream_report(settings)
 
 
-def _downstream_report(settings, earlier: pd.Timestamp) -> None:
-    """Downstream tasks need labels after T: publish the batch (offline) one week earlier too,
-    then write the report (metrics, costs, projection, loss curves) and print its path."""
+def _downstream_report(settings) -> None:
+    """Write the report (metrics at every label time of the batch, costs, projection, loss
+    curves) and print its path."""
     from representation.batches import active_batch
-    from representation.pipeline import embed_batch
     from userrep.cli.report import report_cmd
     from userrep.db import session_scope
 
     with session_scope(settings.metadata_db_url) as session:
-        active = active_batch(session)
-        if active is None:  # promote refused: nothing to report on
+        if active_batch(session) is None:  # promote refused: nothing to report on
             return
-        batch_id = active.batch_id
-    embed_batch(settings, batch_id, earlier, online=False)
-    path = report_cmd(batch=batch_id, as_of=str(earlier))
+    path = report_cmd()
     console.print(f"downstream report: {path}")
 
 

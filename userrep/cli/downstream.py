@@ -139,10 +139,22 @@ def score_cmd(
 
 @downstream_app.command("compare")
 def compare_cmd(
-    as_of: AsOfOpt = None,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Label time T; repeatable (default: every time the batch is published at from "
+            "its training time on, each row joined to z_u as of its own T)."
+        ),
+    ] = None,
     batch: BatchOpt = None,
     family: Annotated[str, typer.Option(help="xgboost | lightgbm.")] = "lightgbm",
-    window_days: WindowOpt = 7,
+    window_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Label window (T, T + days] (default: the spacing of the label times, so the "
+            "windows tile the period; 7 for a single time)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
     exclude_seen: SeenOpt = False,
     cold_start: Annotated[
@@ -156,6 +168,13 @@ def compare_cmd(
             "7d,30d,180d,all,collab,content,onboarding,stats."
         ),
     ] = None,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="Cross-fit over this many user folds so every labelled user is scored once "
+            "(small data sets); 1: one train / val / test split by user."
+        ),
+    ] = 1,
 ) -> None:
     """Future listening: z_u vs curated, ALS, Mult-DAE, raw input, popularity; same split.
     Plus cold start (z_u vs onboarding picks vs popularity) and input ablations."""
@@ -165,15 +184,17 @@ def compare_cmd(
 
     try:
         switches = ["+".join(run) for run in parse_ablations(ablate or "")]
+        times = [parse_time(t) for t in as_of or []]
         table, _ = compare_baselines(
             state.settings,
-            parse_time(as_of),
+            times or None,
             batch,
             family,
             window_days,
             exclude_seen=exclude_seen,
             cold_start=cold_start,
             ablate=switches,
+            folds=folds,
         )
     except (BatchError, ValueError, FileNotFoundError) as err:
         fail(str(err))

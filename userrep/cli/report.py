@@ -18,7 +18,10 @@ def report_cmd(
         typer.Option(help="Label time T (default: newest publish of the batch with later events)."),
     ] = None,
     family: Annotated[str, typer.Option(help="xgboost | lightgbm.")] = "lightgbm",
-    window_days: Annotated[int, typer.Option(help="Label window (T, T + days].")] = 7,
+    window_days: Annotated[
+        int | None,
+        typer.Option(help="Label window (T, T + days] (default: the label times' spacing, or 7)."),
+    ] = None,
     calls: Annotated[int, typer.Option(help="Online lookups timed per feature set.")] = 50,
     out: Annotated[Path | None, typer.Option(help="Folder (default: <workspace>/reports).")] = None,
 ) -> Path:

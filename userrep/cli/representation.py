@@ -98,14 +98,41 @@ def embed_cmd(
     batch: Annotated[
         str | None, typer.Option(help="Batch to embed with (default: newest).")
     ] = None,
-    as_of: Annotated[str | None, typer.Option(help="Snapshot to embed (default: newest).")] = None,
-    online: Annotated[bool, typer.Option(help="Also write z_u to the online store.")] = True,
+    as_of: Annotated[
+        list[str] | None, typer.Option(help="Snapshot to embed (default: newest); repeatable.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Backfill range start (with --end, --every).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Backfill range end.")] = None,
+    every: Annotated[str, typer.Option(help="Backfill step, e.g. 7D, 1D.")] = "7D",
+    online: Annotated[
+        bool, typer.Option(help="Also write z_u to the online store (newest time only).")
+    ] = True,
 ) -> None:
-    """Embed every user as of a snapshot and publish z_u offline + online (atomically)."""
+    """Embed every user as of a snapshot and publish z_u offline + online (atomically).
+
+    Several times (--as-of repeated, or --start/--end/--every) add one as-of each to the batch
+    (a backfill: downstream training sets join each label row to z_u as of its own time);
+    missing feature snapshots are built first."""
+    import pandas as pd
+
+    times: list[pd.Timestamp] = sorted({t for t in map(parse_time, as_of or []) if t is not None})
+    if start and end:
+        span = pd.date_range(parse_time(start), parse_time(end), freq=every)
+        times = sorted(set(times) | set(span))
+    batch_id = batch or _newest_batch()
+    for t in times or [_latest_snapshot()]:
+        _embed_one(batch_id, t, online and (not times or t == times[-1]), build=bool(times))
+
+
+def _embed_one(batch_id: str, t: object, online: bool, build: bool) -> None:
+    from representation.build import build_snapshot
+    from representation.features import snapshot_name
     from representation.scale import engine_for
 
-    t = parse_time(as_of) or _latest_snapshot()
-    batch_id = batch or _newest_batch()
+    if build and not (state.settings.paths.user_onboarding / snapshot_name(t)).exists():
+        build_snapshot(state.settings, t)  # type: ignore[arg-type]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
