@@ -230,7 +230,7 @@ class ItemLoss:
     def __init__(
         self, targets: sp.csr_matrix, latent_dim: int, weight: float, sample: int = 0, seed=0
     ):
-        self.targets = sp.csr_matrix(targets, dtype=np.float32)  # a copy: made binary below
+        self.targets = sp.csr_matrix(targets, dtype=np.float32, copy=True)  # made binary below
         self.targets.eliminate_zeros()
         self.targets.data[:] = 1.0  # which items, not how often (the NLL counts each once)
         vocab = self.targets.shape[1]
