@@ -6,6 +6,7 @@ change a workspace build their own from `fresh_settings`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,19 @@ from userrep.settings import Settings
 TINY = synthetic.SyntheticConfig(
     n_users=800, n_items=400, n_artists=80, n_clusters=6, events_per_user=30, seed=7
 )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module (`pytest.mark.usefixtures("one_torch_thread")`): tiny
+    matrices gain nothing from threads and stall when other jobs share the cores, and matmul
+    sums depend on the thread count (a Ray worker trains on one)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,7 @@ K = 6  # planted clusters; chance kNN purity is 1/K
 HORIZONS = ("7d", "30d", "180d", "all")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from threads and stall badly when other jobs share the CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def layout(vec_dim: int = 8, onboard_dim: int = 16) -> list[InputBlock]:

@@ -23,14 +23,7 @@ from tests.test_model import BLOCKS, D, K, knn_purity, planted
 from tests.test_ray_engine import needs_ray
 from userrep.settings import Settings
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Ray workers train on one thread; the local reference does too (same matmul sums)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
