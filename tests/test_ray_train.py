@@ -128,13 +128,13 @@ def local_ray():
 def test_two_ray_workers_learn_the_planted_clusters(data, local_ray, tmp_path) -> None:
     """DDP over two workers (a shard of users each, batch_size / 2 per step) is not the local
     run bit for bit (ddp.py says why), but it trains and finds the same structure."""
-    from representation.scale import engine_for
+    from representation.scale import ray_train
 
     x, y, items, anchors = data
     cfg, model_cfg = TrainConfig.tiny(), AutoencoderConfig.tiny(D)
     settings = Settings(workspace=tmp_path / "ws", engine="ray", ray_train_workers=2)
     settings.paths.ensure()
-    two = engine_for(settings).train_autoencoder(x, BLOCKS, model_cfg, cfg, None, anchors, items)
+    two = ray_train.train_autoencoder(settings, x, BLOCKS, model_cfg, cfg, None, anchors, items)
     local = train_autoencoder(x, BLOCKS, model_cfg, cfg, anchors=anchors, items=items)
     m = two.metrics
     assert m["ddp_workers"] == 2 and m["n_train"] == local.metrics["n_train"]

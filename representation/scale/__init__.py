@@ -13,17 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import pandas as pd
 
 from userrep import columns as C
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
-    import scipy.sparse as sp
-
     from representation.encoders import ItemVectors
-    from representation.model import AutoencoderConfig, InputBlock
+    from representation.model import AutoencoderConfig
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
     from representation.trainset import TrainingSet
@@ -54,20 +51,6 @@ class Engine(Protocol):
         """Write a published z_u file into the online store; returns the rows written."""
         ...
 
-    def train_autoencoder(
-        self,
-        x: np.ndarray,
-        blocks: Sequence[InputBlock],
-        config: AutoencoderConfig,
-        train_config: TrainConfig,
-        on_epoch: Callable[[int, float, float], None] | None = None,
-        anchors: Anchors | None = None,
-        items: sp.csr_matrix | None = None,
-    ) -> TrainResult:
-        """train.train_autoencoder's contract on a matrix in memory: same split, seeds, early
-        stopping and result (saved by the caller with artifact.save_artifact)."""
-        ...
-
     def train_snapshot(
         self,
         data: TrainingSet,
@@ -76,9 +59,10 @@ class Engine(Protocol):
         on_epoch: Callable[[int, float, float], None] | None = None,
         anchors: Anchors | None = None,
     ) -> TrainResult:
-        """train_autoencoder on every user of a snapshot (`userrep train`), the engine reading
-        the inputs and item targets: the same result as on the matrix in row order
-        data.user_ids(); anchors' rows are positions in that order."""
+        """train.train_autoencoder's contract (same split, seeds, early stopping and result,
+        saved by the caller with artifact.save_artifact) on every user of a snapshot
+        (`userrep train`), the engine reading the inputs and item targets: the result is that
+        of the matrix in row order data.user_ids(); anchors' rows are positions in that order."""
         ...
 
 

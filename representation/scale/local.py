@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -15,10 +14,8 @@ from userrep import columns as C
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
-    import scipy.sparse as sp
-
     from representation.encoders import ItemVectors
-    from representation.model import AutoencoderConfig, InputBlock
+    from representation.model import AutoencoderConfig
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
     from representation.trainset import TrainingSet
@@ -53,20 +50,6 @@ class LocalEngine:
         apply_repo(self.settings)
         groups = range(pq.ParquetFile(path).metadata.num_row_groups)
         return online_rows(self.settings, path, groups, 0).n_users
-
-    def train_autoencoder(
-        self,
-        x: np.ndarray,
-        blocks: Sequence[InputBlock],
-        config: AutoencoderConfig,
-        train_config: TrainConfig,
-        on_epoch: Callable[[int, float, float], None] | None = None,
-        anchors: Anchors | None = None,
-        items: sp.csr_matrix | None = None,
-    ) -> TrainResult:
-        from representation.train import train_autoencoder
-
-        return train_autoencoder(x, blocks, config, train_config, on_epoch, anchors, items)
 
     def train_snapshot(
         self,

@@ -26,10 +26,8 @@ from userrep import columns as C
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
-    import scipy.sparse as sp
-
     from representation.encoders import ItemVectors
-    from representation.model import AutoencoderConfig, InputBlock
+    from representation.model import AutoencoderConfig
     from representation.pipeline import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
     from representation.trainset import TrainingSet
@@ -171,24 +169,6 @@ class RayEngine:
         limit = 1 if self.settings.online_store == "sqlite" else None
         return sum(r.n_users for r in self._run(shards.online_rows, args, max_in_flight=limit))
 
-    def train_autoencoder(
-        self,
-        x: np.ndarray,
-        blocks: Sequence[InputBlock],
-        config: AutoencoderConfig,
-        train_config: TrainConfig,
-        on_epoch: Callable[[int, float, float], None] | None = None,
-        anchors: Anchors | None = None,
-        items: sp.csr_matrix | None = None,
-    ) -> TrainResult:
-        """Data-parallel on Ray Train (TorchTrainer, DDP over gloo), one user shard per worker;
-        ray_train.train_workers(settings) workers."""
-        from representation.scale import ray_train
-
-        return ray_train.train_autoencoder(
-            self.settings, x, blocks, config, train_config, on_epoch, anchors, items
-        )
-
     def train_snapshot(
         self,
         data: TrainingSet,
@@ -197,8 +177,9 @@ class RayEngine:
         on_epoch: Callable[[int, float, float], None] | None = None,
         anchors: Anchors | None = None,
     ) -> TrainResult:
-        """As train_autoencoder, each worker reading its own user-id range of the snapshot:
-        the driver holds only the user ids, the split and the item vocabulary."""
+        """Data-parallel on Ray Train (TorchTrainer, DDP over gloo; ray_train.train_workers
+        workers), each worker reading its own user-id range of the snapshot: the driver holds
+        only the user ids, the split and the item vocabulary."""
         from representation.scale import ray_train
 
         return ray_train.train_snapshot(
