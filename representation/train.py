@@ -379,7 +379,7 @@ def train_autoencoder(
 def _fit(
     model, xs: Tensor, train_rows, val_rows, cfg: TrainConfig, rng, on_epoch, compat, items
 ) -> dict:
-    """The epoch loop: train, evaluate, keep the best weights, stop after `patience` misses.
+    """One process: AdamW over the model (and the item head), then fit_epochs.
 
     Early stopping reads the reconstruction loss (features + items), never the BCT term."""
     params = list(model.parameters()) + (list(items.head.parameters()) if items else [])
@@ -387,30 +387,57 @@ def _fit(
     corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 1)
     m: dict[str, Any] = {"n_train": len(train_rows), "n_val": len(val_rows)}
     m |= {"item_vocab": items.targets.shape[1] if items else 0, "bf16": cfg.bf16}
-    m |= {"val_loss_initial": _val_loss(model, xs, val_rows, cfg, items)}
+    return m | fit_epochs(
+        model,
+        cfg,
+        train_epoch=lambda: _train_epoch(
+            model, opt, corrupt, xs, train_rows, cfg, rng, compat, items
+        ),
+        val_loss=lambda: _val_loss(model, xs, val_rows, cfg, items),
+        clean_val_loss=lambda: _evaluate(model, xs, val_rows, None),
+        n_train=len(train_rows),
+        on_epoch=on_epoch,
+    )
+
+
+def fit_epochs(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    train_epoch: Callable[[], float],
+    val_loss: Callable[[], float],
+    clean_val_loss: Callable[[], float],
+    n_train: int,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The epoch loop, shared by one process (_fit) and data-parallel ranks (scale/ddp.py, whose
+    callables return losses reduced over all ranks): train, evaluate, keep the best weights,
+    stop after `patience` epochs without a `min_delta` improvement, restore the best."""
+    m: dict[str, Any] = {"val_loss_initial": val_loss()}
     m |= {"train_loss": [], "val_loss": [], "val_clean_loss": [], "users_per_s": []}
     m |= {"best_epoch": 0, "best_val_loss": float("inf")}
     best_state, t_start = None, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(model, opt, corrupt, xs, train_rows, cfg, rng, compat, items)
-        m["users_per_s"].append(len(train_rows) / (time.perf_counter() - t0))
+        train_loss = train_epoch()
+        m["users_per_s"].append(n_train / (time.perf_counter() - t0))
         m["train_loss"].append(train_loss)
-        m["val_loss"].append(val := _val_loss(model, xs, val_rows, cfg, items))
-        m["val_clean_loss"].append(_evaluate(model, xs, val_rows, None))
-        log.info("epoch %d: train %.4f val %.4f", epoch, train_loss, val)
+        m["val_loss"].append(val := val_loss())
+        m["val_clean_loss"].append(clean_val_loss())
+        if verbose:
+            log.info("epoch %d: train %.4f val %.4f", epoch, train_loss, val)
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val)
         if val < m["best_val_loss"] * (1 - cfg.min_delta):
             m["best_epoch"], m["best_val_loss"] = epoch, val
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch - m["best_epoch"] >= cfg.patience:
-            log.info("early stop at epoch %d (best %d)", epoch, m["best_epoch"])
+            if verbose:
+                log.info("early stop at epoch %d (best %d)", epoch, m["best_epoch"])
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    m |= {"epochs_run": epoch, "seconds": time.perf_counter() - t_start}
-    return m
+    return m | {"epochs_run": epoch, "seconds": time.perf_counter() - t_start}
 
 
 def _val_loss(model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig, items=None) -> float:

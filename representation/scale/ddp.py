@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from representation.train import (
     _evaluate,
     _train_epoch,
     _val_loss,
+    fit_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -251,25 +251,16 @@ def fit_shard(
 
 
 def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items) -> dict:
-    """train.py's _fit with the epoch's losses averaged over all ranks before they are used."""
+    """train.fit_epochs with every loss averaged over all ranks before it is used, and each
+    rank stepping batch_size / world users of its own shard."""
     rank, world = rank_world
     params = list(model.parameters()) + (list(items.head.parameters()) if items else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     corrupt = Corruptor(model.blocks, cfg, seed=rank_seed(cfg.seed + 1, rank))
     step_cfg = dataclasses.replace(cfg, batch_size=-(-cfg.batch_size // world))
     n_tr, n_va = len(shard.train_rows), len(shard.val_rows)
-    n_train = int(all_sum(np.array([n_tr], np.float64))[0])
 
-    def val_loss() -> float:
-        return global_mean(_val_loss(model, xs, shard.val_rows, cfg, items), n_va, world)
-
-    m: dict[str, Any] = {"item_vocab": items.targets.shape[1] if items else 0}
-    m |= {"val_loss_initial": val_loss()}
-    m |= {"train_loss": [], "val_loss": [], "val_clean_loss": [], "users_per_s": []}
-    m |= {"best_epoch": 0, "best_val_loss": float("inf")}
-    best_state, t_start = None, time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
+    def train_epoch() -> float:
         # uneven shards: a rank that runs out of minibatches first shadows the others' all-reduces
         join = trainable.join() if hasattr(trainable, "join") else contextlib.nullcontext()
         with join:
@@ -284,19 +275,15 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
                 compat=compat,
                 items=items,
             )
-        m["users_per_s"].append(n_train / (time.perf_counter() - t0))
-        m["train_loss"].append(train_loss := global_mean(loss, n_tr, world))
-        m["val_loss"].append(val := val_loss())
-        m["val_clean_loss"].append(
-            global_mean(_evaluate(model, xs, shard.val_rows, None), n_va, world)
-        )
-        if rank == 0:
-            log.info("epoch %d: train %.4f val %.4f (%d ranks)", epoch, train_loss, val, world)
-        if val < m["best_val_loss"] * (1 - cfg.min_delta):
-            m["best_epoch"], m["best_val_loss"] = epoch, val
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - m["best_epoch"] >= cfg.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return m | {"epochs_run": epoch, "seconds": time.perf_counter() - t_start}
+        return global_mean(loss, n_tr, world)
+
+    m: dict[str, Any] = {"item_vocab": items.targets.shape[1] if items else 0, "bf16": cfg.bf16}
+    return m | fit_epochs(
+        model,
+        cfg,
+        train_epoch=train_epoch,
+        val_loss=lambda: global_mean(_val_loss(model, xs, shard.val_rows, cfg, items), n_va, world),
+        clean_val_loss=lambda: global_mean(_evaluate(model, xs, shard.val_rows, None), n_va, world),
+        n_train=int(all_sum(np.array([n_tr], np.float64))[0]),
+        verbose=rank == 0,
+    )
