@@ -470,6 +470,10 @@ def test_http_service(world: World, tmp_path: Path) -> None:
         assert client.get("/users/801/embedding").json()["batch_id"] == world.batch_id  # active
         assert client.get("/users/987654/embedding").status_code == 404
         assert client.get("/users/801/embedding?batch=nope").status_code == 404
+        # the fast path passes what it does not handle on to FastAPI: same routes, same checks
+        assert client.get("/users/abc/embedding").status_code == 422
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/events", "/users/{user_id}/embedding"} <= set(paths)
         assert client.get("/healthz").json()["batches"] == [world.batch_id]
         text = client.get("/metrics").text
         assert "userrep_nrt_events_applied_total 2" in text
