@@ -175,7 +175,9 @@ class Retrain:
 def train(x: np.ndarray, layout: InputLayout, seed: int, weight: float, anchors=None):
     """The platform's autoencoder on x; (encoder, seconds, seconds per epoch)."""
     cfg = AutoencoderConfig(input_dim=layout.dim)
-    tcfg = TrainConfig(batch_size=64, epochs=60, patience=8, seed=seed, compat_weight=weight)
+    tcfg = TrainConfig(
+        batch_size=64, max_batch_size=64, epochs=60, patience=8, seed=seed, compat_weight=weight
+    )
     result = train_autoencoder(x, layout.blocks(), cfg, tcfg, anchors=anchors)
     secs = result.metrics["seconds"]
     return UserEncoder.from_result(result), secs, secs / result.metrics["epochs_run"]

@@ -1,9 +1,12 @@
 """Benchmark: autoencoder training and embedding throughput on random data (200k x 600 default).
 
     .venv/bin/python bench/bench_train.py [--users 200000] [--epochs 3] [--hidden 256 128]
-        [--bf16 off|on|both] [--threads N] [--items 0 4096] [--item-sample 0 1024]
+        [--bf16 auto|off|on|both] [--threads N] [--items 0 4096] [--item-sample 0 1024]
+        [--batch-size 512 --max-batch-size 512]
 
-Prints users/s per training epoch and embed users/s for each setting, plus the CPU count.
+Prints users/s per training epoch and embed users/s for each setting, plus the CPU count. The
+defaults are TrainConfig's: 512-user steps growing to 2,048 on this many users, bf16 autocast
+where the CPU's probe says it pays (TrainConfig.for_users); the step taken is printed.
 """
 
 from __future__ import annotations
@@ -77,10 +80,11 @@ def bench_one(
 ) -> None:
     """Train for train_cfg.epochs epochs and embed every user once; print the rates."""
     vocab = 0 if items is None else items.shape[1]
-    tag = f"hidden={hidden} bf16={train_cfg.bf16} item_vocab={vocab}"
-    tag += f" item_sample={train_cfg.item_sample}" if vocab else ""
     cfg = AutoencoderConfig(input_dim=x.shape[1], hidden_dim=hidden)
     result = train_autoencoder(x, blocks, cfg, train_cfg, items=items)
+    m = result.metrics
+    tag = f"hidden={hidden} batch={m['batch_size']} bf16={m['bf16']} item_vocab={vocab}"
+    tag += f" item_sample={train_cfg.item_sample}" if vocab else ""
     per_epoch = ", ".join(f"{u:,.0f}" for u in result.metrics["users_per_s"])
     print(f"{tag}: train users/s per epoch: {per_epoch}  (load {os.getloadavg()[0]:.2f})")
     print(f"{tag}: {result.metrics['seconds']:.1f} s for {result.metrics['epochs_run']} epochs")
@@ -96,7 +100,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--hidden", type=int, nargs="+", default=[256])
-    ap.add_argument("--bf16", choices=["off", "on", "both"], default="off")
+    ap.add_argument("--bf16", choices=["auto", "off", "on", "both"], default="auto")
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
+    ap.add_argument("--max-batch-size", type=int, default=TrainConfig().max_batch_size)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
         "--items",
@@ -119,8 +125,14 @@ def main() -> None:
     print(f"cpu_count={os.cpu_count()} torch_threads={torch.get_num_threads()} x={x.shape}")
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other jobs slow every figure)")
-    base = TrainConfig(epochs=args.epochs, patience=args.epochs)
-    for bf16 in {"off": [False], "on": [True], "both": [False, True]}[args.bf16]:
+    base = TrainConfig(
+        epochs=args.epochs,
+        patience=args.epochs,
+        batch_size=args.batch_size,
+        max_batch_size=args.max_batch_size,
+    )
+    choices = {"auto": [None], "off": [False], "on": [True], "both": [False, True]}
+    for bf16 in choices[args.bf16]:
         for hidden in args.hidden:
             for vocab in args.items:
                 items = random_items(len(x), vocab)

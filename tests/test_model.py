@@ -335,3 +335,40 @@ def test_bank_dropout_drops_p_keeps_the_mean_and_is_identity_in_eval() -> None:
     torch.manual_seed(0)
     assert torch.equal(BankDropout(0.25, bank_rows=512)(x), y)  # seeded: reproducible
     assert torch.equal(drop.eval()(x), x) and not drop.state_dict()
+
+
+def test_step_size_grows_with_the_data_and_scales_lr() -> None:
+    cfg = TrainConfig()  # 512 users a step, up to 2,048 while an epoch keeps 64 steps
+    assert cfg.for_users(900).batch_size == 512  # MovieLens-sized: unchanged
+    assert cfg.for_users(65_535).batch_size == 512
+    assert cfg.for_users(65_536).batch_size == 1024
+    assert cfg.for_users(131_072).batch_size == 2048
+    big = cfg.for_users(10_000_000)
+    assert big.batch_size == 2048 and big.lr == pytest.approx(2 * cfg.lr)  # sqrt(4)
+    assert cfg.for_users(900).lr == cfg.lr
+    assert big.for_users(10_000_000) == big  # a resolved config resolves to itself
+    assert TrainConfig.tiny().for_users(10_000_000).batch_size == 128
+    with pytest.raises(ValueError, match="max_batch_size"):
+        TrainConfig(batch_size=512, max_batch_size=256)
+
+
+def test_training_records_the_step_size_it_took(data) -> None:
+    x, *_ = data  # 3,000 users: 2,700 train, so 128-user steps grow to 256 with min_steps 8
+    cfg = dataclasses.replace(TrainConfig.tiny(), epochs=2, max_batch_size=512, min_steps=8)
+    result = train_autoencoder(x, BLOCKS, AutoencoderConfig.tiny(D), cfg)
+    assert result.metrics["n_train"] == 2700
+    assert (result.metrics["batch_size"], result.metrics["lr"]) == (256, cfg.lr * 2**0.5)
+    assert result.train_config == cfg  # the artifact keeps the config as given
+
+
+def test_bf16_auto_needs_large_data_and_a_cpu_where_it_pays() -> None:
+    def never() -> float:
+        raise AssertionError("small data must not probe the CPU")
+
+    cfg = TrainConfig()  # bf16=None: auto
+    assert cfg.for_users(50_000, speedup=never).bf16 is False
+    assert cfg.for_users(1_000_000, speedup=lambda: 2.0).bf16 is True
+    assert cfg.for_users(1_000_000, speedup=lambda: 1.1).bf16 is False  # under BF16_MIN_SPEEDUP
+    assert cfg.for_users(1_000_000, speedup=lambda: 0.0).bf16 is False  # no bf16 / probe died
+    pinned = dataclasses.replace(cfg, bf16=False)
+    assert pinned.for_users(1_000_000, speedup=never).bf16 is False

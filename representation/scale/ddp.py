@@ -254,6 +254,11 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
     """train.fit_epochs with every loss averaged over all ranks before it is used, and each
     rank stepping batch_size / world users of its own shard."""
     rank, world = rank_world
+    n_train = int(all_sum(np.array([len(shard.train_rows)], np.float64))[0])
+    cfg = cfg.for_users(n_train)  # the global step size, as one process would take it
+    if world > 1:  # bf16 only if every rank's CPU runs it (each probed its own)
+        on = all_sum(np.array([float(cfg.bf16)], np.float64))[0] == world
+        cfg = dataclasses.replace(cfg, bf16=bool(on))
     params = list(model.parameters()) + (list(items.head.parameters()) if items else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     corrupt = Corruptor(model.blocks, cfg, seed=rank_seed(cfg.seed + 1, rank))
@@ -278,12 +283,13 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
         return global_mean(loss, n_tr, world)
 
     m: dict[str, Any] = {"item_vocab": items.targets.shape[1] if items else 0, "bf16": cfg.bf16}
+    m |= {"batch_size": cfg.batch_size, "lr": cfg.lr}
     return m | fit_epochs(
         model,
         cfg,
         train_epoch=train_epoch,
         val_loss=lambda: global_mean(_val_loss(model, xs, shard.val_rows, cfg, items), n_va, world),
         clean_val_loss=lambda: global_mean(_evaluate(model, xs, shard.val_rows, None), n_va, world),
-        n_train=int(all_sum(np.array([n_tr], np.float64))[0]),
+        n_train=n_train,
         verbose=rank == 0,
     )
