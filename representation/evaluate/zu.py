@@ -51,6 +51,10 @@ RECIPES = {
     "no-items": Recipe("no-items", train={"item_weight": 0.0}),
     # the exact item softmax the sampled one stands in for: kept to measure what sampling costs
     "exact-items": Recipe("exact-items", train={"item_sample": 0}),
+    # a wider z_u than the platform's 64: kept to measure what the 64-d bottleneck costs the
+    # linear probe, where full-vocabulary tf-idf leads (docs/quality.md)
+    "latent-128": Recipe("latent-128", model={"latent_dim": 128}),
+    "latent-256": Recipe("latent-256", model={"latent_dim": 256}),
 }
 
 
