@@ -265,10 +265,11 @@ class CompatTerm:
 
     def __call__(self, z: Tensor, rows_b: Tensor) -> Tensor:
         pos = self.position.index_select(0, rows_b)  # (b,) anchor index or -1
-        hit = pos >= 0  # (b,)
-        if not bool(hit.any()):
-            return z.new_zeros(())
-        diff = z[hit] - self.target.index_select(0, pos[hit])  # (hits, latent_dim)
+        hit = (pos >= 0).to(z.dtype).unsqueeze(1)  # (b, 1) 1 = anchor
+        # dense over the minibatch (non-anchors weighted 0): boolean indexing would sync on
+        # the hit count and scatter in backward, ~7 % of a 2,048-user bf16 step
+        target = self.target.index_select(0, pos.clamp(min=0))  # (b, latent_dim)
+        diff = (z - target) * hit  # (b, latent_dim)
         return self.scale * (diff * diff).sum() / len(rows_b)
 
 

@@ -372,3 +372,21 @@ def test_bf16_auto_needs_large_data_and_a_cpu_where_it_pays() -> None:
     assert cfg.for_users(1_000_000, speedup=lambda: 0.0).bf16 is False  # no bf16 / probe died
     pinned = dataclasses.replace(cfg, bf16=False)
     assert pinned.for_users(1_000_000, speedup=never).bf16 is False
+
+
+def test_compat_term_pulls_only_the_anchor_users_of_a_minibatch() -> None:
+    from representation.train import Anchors, CompatTerm
+
+    rng = np.random.default_rng(3)
+    z_parent = rng.standard_normal((3, 4)).astype(np.float32)  # anchors: users 5, 1, 8
+    term = CompatTerm(Anchors(np.array([5, 1, 8]), z_parent), n_users=10, weight=2.0)
+    z = torch.from_numpy(rng.standard_normal((4, 4)).astype(np.float32)).requires_grad_()
+    rows = torch.tensor([1, 2, 8, 9])  # two anchors (1 -> parent row 1, 8 -> row 2), two not
+    got = term(z, rows)
+    scale = 2.0 / float(torch.from_numpy(z_parent).var(dim=0).sum())
+    zd = z.detach().numpy()
+    want = scale * (((zd[0] - z_parent[1]) ** 2).sum() + ((zd[2] - z_parent[2]) ** 2).sum()) / 4
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    got.backward()
+    assert torch.count_nonzero(z.grad[[1, 3]]) == 0  # non-anchors feel no pull
+    assert float(term(z[:2], torch.tensor([0, 3]))) == 0.0  # no anchor in the minibatch
