@@ -207,3 +207,25 @@ def test_floor_check_flags_only_drops_beyond_the_noise() -> None:
     assert below_floor(run_with(0.695), floors) == []
     assert below_floor(run_with(0.71), floors) == []
     assert len(below_floor(run_with(0.685), floors)) == 1
+
+
+def test_floors_are_seed_means_and_the_check_reads_the_mean() -> None:
+    from representation.evaluate.floors import record, seeds
+
+    def run_of(values: list[float]) -> EvalRun:
+        runs = [
+            MethodRun("z_u", "z_u", s, 64, 1.0, 0.1, {"recall@10": v, "gbdt_auc": 0.7})
+            for s, v in enumerate(values)
+        ]
+        return EvalRun(
+            "movielens-100k", "cmd", list(range(len(values))), ProtocolConfig(), runs=runs
+        )
+
+    floors = record(run_of([0.30, 0.33, 0.27]))
+    assert floors["methods"]["z_u"]["recall@10"] == pytest.approx(0.30)
+    assert floors["noise"]["recall@10"] == pytest.approx(0.06)  # max - min of the seeds
+    assert floors["noise"]["gbdt_auc"] == 0.01  # no spread: MIN_NOISE
+    assert seeds(floors) == [0, 1, 2] and seeds({"seed": 4}) == [4]
+    # one seed far down but the mean within the noise passes; a mean beyond it fails
+    assert below_floor(run_of([0.22, 0.28, 0.30]), floors) == []  # mean 0.2667 > 0.24
+    assert below_floor(run_of([0.22, 0.23, 0.25]), floors) == ["z_u recall@10: 0.2333 < 0.3 - 0.06"]

@@ -49,7 +49,7 @@ def evaluate_cmd(
         bool,
         typer.Option(
             "--record-floors",
-            help="Store z_u's scores of this run (first seed; noise = the other seeds' spread) "
+            help="Store z_u's scores of this run (mean over its seeds; noise = their spread) "
             "as the data set's floor in representation/evaluate/floors.json: CI fails below it.",
         ),
     ] = False,
