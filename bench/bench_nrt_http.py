@@ -151,7 +151,10 @@ def client_process(job: dict, events: list[dict], due_index: list[int], ready, s
 
     client = Client(Settings(**job["settings"]), job["port"], job["batch_id"], job["via"])
     with ThreadPoolExecutor(job["workers"]) as pool:
-        list(pool.map(lambda _: (client._get(), time.sleep(0.2)), range(job["workers"])))  # warm
+        # warm every thread's connection and store with one read: a FeatureStore's first
+        # get_online_features loads the registry and opens the online store (~100 ms), which
+        # would otherwise land on the first measured events of each thread
+        list(pool.map(lambda _: (client.read(0), time.sleep(0.2)), range(job["workers"])))
         ready.wait()
         while start.value == 0.0:
             time.sleep(0.001)
