@@ -226,6 +226,14 @@ class Corruptor:
         # batch on CPU, a tenth of the step; random (user, bank row) pairs are just as noisy
         bank = torch.randn(_NOISE_BANK_ROWS, group_cols.shape[1], generator=self.gen)
         self.noise_bank = cfg.noise_std * bank  # (rows, input_dim)
+        self._after_bank = self.gen.get_state()  # where replay() restarts the draws
+
+    def replay(self) -> Corruptor:
+        """Restart the draws (noise rows, masks) where a fresh Corruptor with this seed starts
+        them: the same corruption again, without re-sampling the bank (~25 ms at 8,192 x 667,
+        per epoch of validation)."""
+        self.gen.set_state(self._after_bank)
+        return self
 
     def __call__(self, x: Tensor) -> Tensor:
         b, g, cfg = len(x), len(self.group_cols), self.cfg
@@ -470,7 +478,7 @@ def _fit(
         train_epoch=lambda: _train_epoch(
             model, opt, corrupt, xs, train_rows, cfg, rng, compat, items
         ),
-        val_loss=lambda: _val_loss(model, xs, val_rows, cfg, items),
+        val_loss=val_loss_fn(model, xs, val_rows, cfg, items),
         clean_val_loss=lambda: _evaluate(model, xs, val_rows, None),
         n_train=len(train_rows),
         on_epoch=on_epoch,
@@ -517,7 +525,10 @@ def fit_epochs(
     return m | {"epochs_run": epoch, "seconds": time.perf_counter() - t_start}
 
 
-def _val_loss(model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig, items=None) -> float:
-    """Val loss under training's corruption, re-seeded each call so epochs are comparable."""
+def val_loss_fn(
+    model, xs: Tensor, val_rows: np.ndarray, cfg: TrainConfig, items=None
+) -> Callable[[], float]:
+    """Val loss under training's corruption, the very same corruption on every call (one
+    Corruptor, replayed) so epochs are comparable."""
     corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 2)
-    return _evaluate(model, xs, val_rows, corrupt, items)
+    return lambda: _evaluate(model, xs, val_rows, corrupt.replay(), items)

@@ -390,3 +390,18 @@ def test_compat_term_pulls_only_the_anchor_users_of_a_minibatch() -> None:
     got.backward()
     assert torch.count_nonzero(z.grad[[1, 3]]) == 0  # non-anchors feel no pull
     assert float(term(z[:2], torch.tensor([0, 3]))) == 0.0  # no anchor in the minibatch
+
+
+def test_replayed_corruptor_repeats_a_fresh_one_exactly() -> None:
+    from representation.train import Corruptor
+
+    cfg = TrainConfig()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((50, D)).astype(np.float32))
+    reused = Corruptor(BLOCKS, cfg, seed=7)
+    first = reused(x)
+    reused(x)  # advances the draws
+    again = reused.replay()(x)
+    fresh = Corruptor(BLOCKS, cfg, seed=7)(x)
+    torch.testing.assert_close(again, first, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(fresh, first, equal_nan=True, rtol=0, atol=0)
+    assert torch.isinf(first).any() or torch.isnan(first).any()  # some blocks were hidden

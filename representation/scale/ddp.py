@@ -8,7 +8,7 @@ its shard with `_train_epoch` at batch_size / world ranks per step (DDP averages
 the global batch stays batch_size), and every figure that decides something (the normaliser,
 the val loss for early stopping) is reduced over all ranks first, so all ranks decide alike.
 
-With one rank this *is* the local code path (Normaliser.fit, _train_epoch, _val_loss on the same
+With one rank this *is* the local code path (Normaliser.fit, _train_epoch, val_loss_fn on the same
 rows, same seeds, no DDP wrapper): the same weights bit for bit at the same thread count. With
 several ranks it is deterministic per (seed, world size) but not bit-identical to one process:
 each step's minibatch is the union of the ranks' slices of their own shuffled shards (a different
@@ -42,8 +42,8 @@ from representation.train import (
     TrainConfig,
     _evaluate,
     _train_epoch,
-    _val_loss,
     fit_epochs,
+    val_loss_fn,
 )
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,8 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
     step_cfg = dataclasses.replace(cfg, batch_size=-(-cfg.batch_size // world))
     n_tr, n_va = len(shard.train_rows), len(shard.val_rows)
 
+    val_loss = val_loss_fn(model, xs, shard.val_rows, cfg, items)
+
     def train_epoch() -> float:
         # uneven shards: a rank that runs out of minibatches first shadows the others' all-reduces
         join = trainable.join() if hasattr(trainable, "join") else contextlib.nullcontext()
@@ -288,7 +290,7 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
         model,
         cfg,
         train_epoch=train_epoch,
-        val_loss=lambda: global_mean(_val_loss(model, xs, shard.val_rows, cfg, items), n_va, world),
+        val_loss=lambda: global_mean(val_loss(), n_va, world),
         clean_val_loss=lambda: global_mean(_evaluate(model, xs, shard.val_rows, None), n_va, world),
         n_train=n_train,
         verbose=rank == 0,
