@@ -92,7 +92,7 @@ class TrainConfig:
 
         Per-step costs (optimizer, op dispatch, thread wake-ups) dominate a 512-user CPU step:
         at 200k synthetic users, 2,048-user steps train ~1.5x faster per epoch with the same
-        early-stopped quality (held-out loss within 0.1 %, kNN cluster purity within noise;
+        early-stopped quality (held-out loss within 0.2 %, kNN cluster purity within noise;
         docs/quality.md, "Step size at scale"). Small data keeps batch_size, whose many steps
         per epoch it needs: every data set under 64 x 1,024 = 65,536 training users does."""
         batch = self.batch_size
