@@ -470,8 +470,7 @@ def _fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     corrupt = Corruptor(model.blocks, cfg, seed=cfg.seed + 1)
     m: dict[str, Any] = {"n_train": len(train_rows), "n_val": len(val_rows)}
-    m |= {"item_vocab": items.targets.shape[1] if items else 0, "bf16": cfg.bf16}
-    m |= {"batch_size": cfg.batch_size, "lr": cfg.lr}
+    m |= step_metrics(cfg, items)
     return m | fit_epochs(
         model,
         cfg,
@@ -483,6 +482,12 @@ def _fit(
         n_train=len(train_rows),
         on_epoch=on_epoch,
     )
+
+
+def step_metrics(cfg: TrainConfig, items: ItemLoss | None) -> dict[str, Any]:
+    """What a resolved step config (TrainConfig.for_users) trained with, for the batch metrics."""
+    vocab = items.targets.shape[1] if items else 0
+    return {"item_vocab": vocab, "bf16": cfg.bf16, "batch_size": cfg.batch_size, "lr": cfg.lr}
 
 
 def fit_epochs(

@@ -43,6 +43,7 @@ from representation.train import (
     _evaluate,
     _train_epoch,
     fit_epochs,
+    step_metrics,
     val_loss_fn,
 )
 
@@ -284,9 +285,7 @@ def _fit_ranks(model, trainable, xs, shard, cfg, rng, rank_world, compat, items)
             )
         return global_mean(loss, n_tr, world)
 
-    m: dict[str, Any] = {"item_vocab": items.targets.shape[1] if items else 0, "bf16": cfg.bf16}
-    m |= {"batch_size": cfg.batch_size, "lr": cfg.lr}
-    return m | fit_epochs(
+    return step_metrics(cfg, items) | fit_epochs(
         model,
         cfg,
         train_epoch=train_epoch,
