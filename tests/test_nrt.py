@@ -470,6 +470,12 @@ def test_http_service(world: World, tmp_path: Path) -> None:
         assert client.get("/users/801/embedding").json()["batch_id"] == world.batch_id  # active
         assert client.get("/users/987654/embedding").status_code == 404
         assert client.get("/users/801/embedding?batch=nope").status_code == 404
+        app = client.app
+        app.max_body, limit = 64, app.max_body  # an oversized POST: refused, unread, counted
+        big = client.post("/events", json=[play(f"big-{i}", 801, 3, t) for i in range(5)])
+        app.max_body = limit
+        assert big.status_code == 413 and "send fewer events" in big.json()["detail"]
+        assert engine.metrics.get("requests_refused") == 1
         # the fast path passes what it does not handle on to FastAPI: same routes, same checks
         assert client.get("/users/abc/embedding").status_code == 422
         paths = client.get("/openapi.json").json()["paths"]

@@ -222,8 +222,9 @@ class FastPath:
         method, path = scope["method"], scope["path"]
         if method == "POST" and path == "/events":
             body = await _read_body(receive, self.max_body)
-            if body is None:
-                return 413, {"detail": f"body over {self.max_body} bytes"}
+            if body is None:  # refused unread: the sender still holds every event of it
+                self.handlers.engine.metrics.inc("requests_refused", label="body too large")
+                return 413, {"detail": f"body over {self.max_body} bytes: send fewer events"}
             return await self.handlers.post_events(body)
         if method == "GET" and path.startswith("/users/") and path.endswith("/embedding"):
             user = path[len("/users/") : -len("/embedding")]
