@@ -229,3 +229,16 @@ def test_floors_are_seed_means_and_the_check_reads_the_mean() -> None:
     # one seed far down but the mean within the noise passes; a mean beyond it fails
     assert below_floor(run_of([0.22, 0.28, 0.30]), floors) == []  # mean 0.2667 > 0.24
     assert below_floor(run_of([0.22, 0.23, 0.25]), floors) == ["z_u recall@10: 0.2333 < 0.3 - 0.06"]
+
+
+def test_identity_prototype_marks_exactly_each_users_items() -> None:
+    from representation.evaluate.zu import _history_items
+
+    events = pd.DataFrame(
+        {C.USER_ID: [1, 1, 2, 2, 3, 3, 3], C.ITEM_ID: [10, 11, 10, 12, 10, 11, 11]}
+    )
+    users = np.array([1, 2, 3], np.int64)
+    vocab = _history_items(users, events, 2).item_ids  # the 2 items most users had
+    np.testing.assert_array_equal(vocab, [10, 11])  # 10: 3 users, 11: 2, 12: 1
+    hot = _history_items(users, events, vocab).toarray()  # (users, vocab)
+    np.testing.assert_array_equal(hot, [[1, 1], [1, 0], [1, 1]])
