@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -49,8 +50,12 @@ def train_cmd(
         ),
     ] = None,
     compat_weight: Annotated[
-        float, typer.Option(help="Weight of the BCT term (relative to the parent's variance).")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="Weight of the BCT term, relative to the parent's variance "
+            "(default: TrainConfig.compat_weight)."
+        ),
+    ] = None,
 ) -> None:
     """Train the denoising autoencoder on encoder_input_v1: a new batch (status building)."""
     from representation.align import DEFAULT_METHOD, METHODS, default_parent
@@ -61,7 +66,9 @@ def train_cmd(
     if align_method not in METHODS:
         fail(f"--align-method: choose from {', '.join(METHODS)}")
     t = parse_time(as_of) or _latest_snapshot()
-    cfg = TrainConfig(epochs=epochs, seed=state.settings.seed, compat_weight=compat_weight)
+    cfg = TrainConfig(epochs=epochs, seed=state.settings.seed)
+    if compat_weight is not None:
+        cfg = replace(cfg, compat_weight=compat_weight)
     target = None if no_align else (align_to or default_parent(state.settings))
     columns = (
         TextColumn("{task.description}"),
