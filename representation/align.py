@@ -34,13 +34,12 @@ ALIGN_FILE = "align.npz"  # beside model.pt; its sha256 goes into Representation
 METHOD = "procrustes"
 BCT = "bct"
 METHODS = (METHOD, BCT, f"{BCT}+{METHOD}")
-# `userrep train`'s default, measured by bench/bench_align_study.py (synthetic, drift 0.5, three
-# retrains; GBDT_0 fed batch k vs a GBDT refitted on it, mean / worst AUC gap): unaligned
-# 0.151 / 0.167, procrustes 0.039 / 0.060 (residual 0.58), bct 0.014 / 0.021 (residual 0.25),
-# bct+procrustes 0.008 / 0.016 (residual 0.24); linear probe 0.725 to 0.727 for all four.
-# The map costs one d x d SVD on top of BCT, and BCT alone leaves a small rotation. Three seeds
-# later (docs/alignment.md) bct and bct+procrustes are within noise of each other: mean gap
-# 0.003 / 0.009 at drift 0.25 and 0.016 / 0.020 at drift 0.5, worst 0.020 / 0.019 and 0.043 / 0.034.
+# `userrep train`'s default, measured by bench/bench_align_study.py (docs/alignment.md:
+# synthetic with planted drift, 4,000 users, 3 seeds x 3 retrains; drop = GBDT_0 on batch 0's
+# re-embedding - GBDT_0 on batch k, mean / worst): unaligned 0.18 / 0.20 at drift 0.25,
+# procrustes 0.014 / 0.028 (residual 0.59: independently trained spaces are not a rotation
+# apart), bct and bct+procrustes <= 0.004 worst at drifts 0.15 to 0.5 and within noise of each
+# other (the map takes the residual 0.28 -> 0.26 for one d x d SVD). Kept: bct+procrustes.
 DEFAULT_METHOD = f"{BCT}+{METHOD}"
 MAX_FIT_USERS = 200_000  # a d x d fit is stable long before this; caps memory at ~1M users
 
