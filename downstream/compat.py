@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 # 0.005 keeps that split; on MovieLens 100K (~20 test users per window) AUC noise is ~0.1 and
 # no threshold is meaningful. At 4,000 users (~1,000 test users, 3 seeds x 3 retrains, drifts
 # 0.15 to 0.5; docs/alignment.md) with the default BCT weight 0.3 the bct(+procrustes) drops
-# are at most 0.003 (all pass), procrustes alone averages 0.012 to 0.015 (refused), unaligned
-# 0.17 to 0.21; at weight 1.0 one bct+procrustes retrain of 18 at drift 0.15 dropped 0.007.
+# average -0.002 to 0.001 and reach 0.006 at worst (3 of 54 retrains over 0.005, at drift
+# 0.15), procrustes alone averages 0.012 to 0.015 (refused), unaligned 0.17 to 0.21.
 DEFAULT_MAX_DROP = 0.005
 COMPAT_KEY = "compat"
 
