@@ -195,6 +195,15 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     assert "<table>" in (out / "report.html").read_text()
     bad = CliRunner().invoke(app, ["-w", str(tmp_path / "ws"), "evaluate", "--ablate", "1y"])
     assert bad.exit_code != 0
+    floors_off_protocol = CliRunner().invoke(
+        app, ["-w", str(tmp_path / "ws"), "evaluate", "--exclude-seen", "--record-floors"]
+    )
+    assert floors_off_protocol.exit_code != 0 and "exclude-seen" in floors_off_protocol.output
+    diag = tmp_path / "diag"
+    args = ["--methods", "popularity", "--exclude-seen", "--out", str(diag)]
+    result = CliRunner().invoke(app, ["-w", str(tmp_path / "ws"), "evaluate", *args])
+    assert result.exit_code == 0, result.output
+    assert '"exclude_seen": true' in (diag / "report.md").read_text()
 
 
 def test_floor_check_flags_only_drops_beyond_the_noise() -> None:

@@ -53,11 +53,20 @@ def evaluate_cmd(
             "as the data set's floor in representation/evaluate/floors.json: CI fails below it.",
         ),
     ] = False,
+    exclude_seen: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-seen",
+            help="Diagnostic, off the protocol: fit and score only (user, candidate) pairs whose "
+            "item is not in the user's history, so no probe gains from knowing what a user "
+            "already has (docs/quality.md). Cannot be recorded as floors.",
+        ),
+    ] = False,
 ) -> None:
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
     from representation.evaluate import report
     from representation.evaluate.inputs import ABLATION_SWITCHES
-    from representation.evaluate.protocol import DATASETS
+    from representation.evaluate.protocol import DATASETS, ProtocolConfig
     from representation.evaluate.runner import DEFAULT_METHODS, evaluate
 
     seeds, switches = seed or [0], _csv(ablate)
@@ -66,6 +75,8 @@ def evaluate_cmd(
         fail(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
     if bad := sorted(set(switches) - set(ABLATION_SWITCHES)):
         fail(f"unknown ablation {bad}: choose from {', '.join(ABLATION_SWITCHES)}")
+    if exclude_seen and record_floors:
+        fail("--record-floors stores the protocol's floors: not with --exclude-seen")
     settings = state.settings
     out = out or settings.paths.reports / f"evaluate-{dataset}"
     command = "userrep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -91,6 +102,7 @@ def evaluate_cmd(
                 chosen,
                 switches,
                 settings.text_cache_path,
+                protocol=ProtocolConfig(exclude_seen=exclude_seen),
                 command=command,
                 on_step=step,
             )
