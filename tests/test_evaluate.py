@@ -249,5 +249,5 @@ def test_identity_prototype_marks_exactly_each_users_items() -> None:
     users = np.array([1, 2, 3], np.int64)
     vocab = _history_items(users, events, 2).item_ids  # the 2 items most users had
     np.testing.assert_array_equal(vocab, [10, 11])  # 10: 3 users, 11: 2, 12: 1
-    hot = _history_items(users, events, vocab).toarray()  # (users, vocab)
+    hot = _history_items(users, events, vocab).matrix.toarray()  # (users, vocab)
     np.testing.assert_array_equal(hot, [[1, 1], [1, 0], [1, 1]])

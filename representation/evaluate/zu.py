@@ -21,7 +21,11 @@ from representation.evaluate.inputs import ablate, input_matrix
 from representation.evaluate.methods import Context, UserVectors
 from representation.inputs import InputLayout
 from representation.model import AutoencoderConfig, InputBlock
-from representation.targets import item_targets_from_pairs, targets_for_vocabulary
+from representation.targets import (
+    ItemTargets,
+    item_targets_from_pairs,
+    targets_for_vocabulary,
+)
 from representation.train import TrainConfig, train_autoencoder
 from userrep import columns as C
 from userrep.columns import DEFAULT_HORIZONS
@@ -137,7 +141,7 @@ class ZuMethod:
         x = x[:, self.cols]
         if not self.recipe.identity:
             return x
-        hot = _history_items(user_ids, events, self.vocab).toarray()  # (users, K) 0/1
+        hot = _history_items(user_ids, events, self.vocab).matrix.toarray()  # (users, K) 0/1
         return np.hstack([x, hot.astype(np.float32)])
 
     def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
@@ -147,12 +151,13 @@ class ZuMethod:
         return self.encoder.embed(x)
 
 
-def _history_items(user_ids: np.ndarray, events: pd.DataFrame, vocab):
-    """Which items each of user_ids had in events: over the `vocab` items most users had (an
-    int: ItemTargets, as the item decoder's targets are built) or a given vocabulary (an
-    array of item ids: its (users, vocab) 0/1 matrix)."""
+def _history_items(
+    user_ids: np.ndarray, events: pd.DataFrame, vocab: int | np.ndarray
+) -> ItemTargets:
+    """Which items each of user_ids had in events, over the `vocab` items most users had (an
+    int, as the item decoder's targets are built) or over a given vocabulary of item ids."""
     pairs = events[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
     pu, pi = pairs[C.USER_ID].to_numpy(np.int64), pairs[C.ITEM_ID].to_numpy(np.int64)
     if isinstance(vocab, int):
         return item_targets_from_pairs(user_ids, pu, pi, vocab)
-    return targets_for_vocabulary(user_ids, pu, pi, vocab).matrix
+    return targets_for_vocabulary(user_ids, pu, pi, vocab)
