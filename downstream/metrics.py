@@ -37,6 +37,24 @@ def auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else float("nan")
 
 
+def column_aucs(y: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(columns,) ROC-AUC of each column of scores against the 0/1 column of y, over the rows
+    where mask is True; NaN where a column has one class only. The same values as `auc` per
+    column (ties count one half), from average ranks (Mann-Whitney U) in one vectorised pass
+    when nothing is masked: ~100x faster than a roc_auc_score call per column."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y) > 0
+    if mask is not None and not mask.all():
+        return np.array([auc(y[mask[:, j], j], scores[mask[:, j], j]) for j in range(y.shape[1])])
+    ranks = rankdata(scores, axis=0)  # (rows, columns) average ranks, 1-based
+    n_pos = y.sum(axis=0).astype(np.float64)
+    n_neg = len(y) - n_pos
+    u = (ranks * y).sum(axis=0) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
 def ranking_metrics(
     user_ids: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 10
 ) -> dict[str, float]:

@@ -350,6 +350,18 @@ class ItemLoss:
         return self.weight * ((n_items * lse).sum() - positive.float()) / len(rows_b)
 
 
+class ItemLosses:
+    """The sum of several ItemLoss terms over one z (e.g. the history and the next period)."""
+
+    def __init__(self, losses: Sequence[ItemLoss]):
+        self.losses = list(losses)
+        self.head = torch.nn.ModuleList([loss.head for loss in self.losses])
+        self.targets = self.losses[0].targets
+
+    def __call__(self, z: Tensor, rows_b: Tensor, exact: bool = False) -> Tensor:
+        return sum(loss(z, rows_b, exact) for loss in self.losses)  # type: ignore[return-value]
+
+
 @dataclass
 class TrainResult:
     """A trained model with everything needed to embed users and to save it as an artifact."""
@@ -422,6 +434,7 @@ def train_autoencoder(
     on_epoch: Callable[[int, float, float], None] | None = None,
     anchors: Anchors | None = None,
     items: sp.csr_matrix | None = None,
+    next_items: sp.csr_matrix | None = None,
 ) -> TrainResult:
     """Fit normaliser and autoencoder on x (users, input_dim; NaN = missing), early-stopped.
 
@@ -456,6 +469,11 @@ def train_autoencoder(
             item_loss = ItemLoss(
                 items, config.latent_dim, cfg.item_weight, cfg.item_sample, cfg.seed + 3
             )
+            if next_items is not None:
+                nxt = ItemLoss(
+                    next_items, config.latent_dim, cfg.item_weight, cfg.item_sample, cfg.seed + 4
+                )
+                item_loss = ItemLosses([item_loss, nxt])  # type: ignore[assignment]
         step_cfg = cfg.for_users(len(train_rows))  # the step size for this many users
         metrics = _fit(model, xs, train_rows, val_rows, step_cfg, rng, on_epoch, compat, item_loss)
     model.eval()

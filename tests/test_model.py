@@ -405,3 +405,19 @@ def test_replayed_corruptor_repeats_a_fresh_one_exactly() -> None:
     torch.testing.assert_close(again, first, equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(fresh, first, equal_nan=True, rtol=0, atol=0)
     assert torch.isinf(first).any() or torch.isnan(first).any()  # some blocks were hidden
+
+
+def test_item_losses_sum_their_terms_and_train_every_head() -> None:
+    import scipy.sparse as sp
+
+    from representation.train import ItemLoss, ItemLosses
+
+    torch.manual_seed(0)
+    history = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 1]], np.float32))
+    upcoming = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 0]], np.float32))
+    a, b = ItemLoss(history, 2, 0.5), ItemLoss(upcoming, 2, 0.5)
+    both = ItemLosses([a, b])
+    z, rows = torch.randn(2, 2), torch.tensor([0, 1])
+    torch.testing.assert_close(both(z, rows), a(z, rows) + b(z, rows))
+    params = list(both.head.parameters())  # what _fit hands the optimizer
+    assert {id(p) for p in params} == {id(p) for h in (a, b) for p in h.head.parameters()}

@@ -17,6 +17,7 @@ from representation.evaluate.runner import EvalRun, MethodRun
 # (metric key, column header); every metric is higher-is-better
 COLUMNS = (
     ("linear_auc", "linear AUC"),
+    ("linear_auc_cv", "linear AUC (C by CV)"),
     ("gbdt_auc", "GBDT AUC"),
     ("recall@10", "GBDT R@10"),
     ("ndcg@10", "GBDT NDCG@10"),

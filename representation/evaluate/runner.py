@@ -59,6 +59,7 @@ class EvalRun:
 def score(split: Split, warm, cold, collab: np.ndarray) -> dict[str, float]:
     """Every probe on one method's vectors; the linear probe again on cold-start vectors."""
     out = {"linear_auc": probes.linear_probe(split, warm)}
+    out |= probes.linear_probe_cv(split, warm)
     out |= probes.gbdt_probe(split, warm, collab)
     out |= probes.genre_probe(split, warm)
     out |= probes.similar_probe(split, warm)
