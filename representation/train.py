@@ -441,6 +441,8 @@ def train_autoencoder(
     With items (binary (users, vocab), rows as x; representation/targets.py), a linear item
     decoder is trained beside the feature decoder (train_config.item_weight times its NLL,
     in the early-stopping loss too) so z_u keeps which items a user had; it is not saved.
+    With next_items as well (same shape; e.g. the items of a later period, the next-period
+    prototype in evaluate/zu.py), a second head of the same weight decodes them from the same z.
 
     With anchors, the loss adds train_config.compat_weight times the BCT term (CompatTerm):
     backward-compatible training that keeps those users' z_u near a parent batch's.
@@ -464,8 +466,9 @@ def train_autoencoder(
             compat = CompatTerm(anchors, len(x), cfg.compat_weight)
         item_loss = None
         if items is not None and items.shape[1] > 0 and cfg.item_weight > 0:
-            if items.shape[0] != len(x):
-                raise ValueError(f"item targets have {items.shape[0]} rows, x has {len(x)}")
+            for t in (items, next_items):
+                if t is not None and t.shape[0] != len(x):
+                    raise ValueError(f"item targets have {t.shape[0]} rows, x has {len(x)}")
             item_loss = ItemLoss(
                 items, config.latent_dim, cfg.item_weight, cfg.item_sample, cfg.seed + 3
             )
