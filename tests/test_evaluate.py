@@ -146,15 +146,21 @@ def test_ablation_drops_exactly_the_named_blocks() -> None:
         ablate(blocks, ["1y"])
 
 
-@pytest.mark.slow
-def test_zu_beats_random_on_the_linear_probe(data: EvalData, text_cache: Path) -> None:
+def _fit_zu(data: EvalData, text_cache: Path, recipe: str):
+    """(split, context, fitted ZuMethod, warm z_u) of one recipe on seed 0's split."""
     split = make_split(data, seed=0)
     ctx = make_context(split)
     ctx.extras[TEXT_CACHE] = text_cache
-    zu = ZuMethod("platform")
+    zu = ZuMethod(recipe)
     zu.fit(ctx)
     z = zu.embed(ctx, split.user_ids, split.history)
     assert z.shape == (len(split.user_ids), 64)
+    return split, ctx, zu, z
+
+
+@pytest.mark.slow
+def test_zu_beats_random_on_the_linear_probe(data: EvalData, text_cache: Path) -> None:
+    split, ctx, zu, z = _fit_zu(data, text_cache, "platform")
     rnd = make_method("random")
     rnd.fit(ctx)
     noise = rnd.embed(ctx, split.user_ids, split.history)
@@ -322,11 +328,5 @@ def test_future_prototype_holds_out_each_users_latest_events() -> None:
 @pytest.mark.slow
 def test_next_period_prototype_trains_and_embeds(data: EvalData, text_cache: Path) -> None:
     """The identity + next-period recipe fits on history only and its z_u carries the future."""
-    split = make_split(data, seed=0)
-    ctx = make_context(split)
-    ctx.extras[TEXT_CACHE] = text_cache
-    zu = ZuMethod("identity-future")
-    zu.fit(ctx)
-    z = zu.embed(ctx, split.user_ids, split.history)
-    assert z.shape == (len(split.user_ids), 64)
+    split, _, _, z = _fit_zu(data, text_cache, "identity-future")
     assert probes.linear_probe_cv(split, z)["linear_auc_cv"] > 0.6
