@@ -330,3 +330,14 @@ def test_next_period_prototype_trains_and_embeds(data: EvalData, text_cache: Pat
     """The identity + next-period recipe fits on history only and its z_u carries the future."""
     split, _, _, z = _fit_zu(data, text_cache, "identity-future")
     assert probes.linear_probe_cv(split, z)["linear_auc_cv"] > 0.6
+
+
+def test_a_recipe_with_an_unknown_target_or_cut_is_refused() -> None:
+    from representation.evaluate.zu import Recipe
+
+    with pytest.raises(ValueError, match="target must be late|both"):
+        Recipe("typo", future=0.2, target="lates")
+    with pytest.raises(ValueError, match="cut time|random"):
+        Recipe("typo", future=0.2, cut="chronological")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
+        Recipe("typo", future=1.0)

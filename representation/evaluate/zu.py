@@ -50,6 +50,15 @@ class Recipe:
     # second item head on the same z for the whole history
     cut: str = "time"  # with future: hold out each user's latest events, or "random" ones
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.future < 1:
+            raise ValueError(f"recipe {self.name}: future={self.future} must lie in [0, 1)")
+        if self.target not in ("late", "both") or self.cut not in ("time", "random"):
+            raise ValueError(
+                f"recipe {self.name}: target must be late|both, cut time|random "
+                f"(got {self.target!r}, {self.cut!r})"
+            )
+
     def without(self, switches: tuple[str, ...]) -> Recipe:
         return replace(self, name=f"{self.name} - {'+'.join(switches)}", drop=self.drop + switches)
 
@@ -73,8 +82,9 @@ RECIPES = {
     # prototype targets (docs/quality.md, "Predicting the next period"): train on each user's
     # earliest 80 % of history events and decode the items of the latest 20 % ("what comes
     # next") instead of the whole history. With identity-256's input it clears every MovieLens
-    # column (linear 0.688 / 0.705 with C by CV, GBDT 0.726) and loses 0.01 on Last.fm, whose
-    # within-history order is mostly synthetic; "both" keeps the history head beside it
+    # column (linear 0.688 / 0.705 with C by CV, GBDT 0.726) and loses every Last.fm column
+    # by 0.01 to 0.02 (its within-history order is mostly synthetic); "both" keeps the history
+    # head beside it and is level with the platform on both data sets
     "future-20": Recipe("future-20", future=0.2),
     "identity-future": Recipe("identity-future", identity=256, future=0.2),
     "identity-future-both-rand": Recipe(
@@ -131,14 +141,15 @@ class ZuMethod:
                 *blocks,
                 InputBlock("identity_all", start, start + len(self.vocab), "all"),
             ]
-        x = self.inputs(ctx, split.user_ids, split.history)  # (users, input_dim)
+        r, events, late = self.recipe, split.history, None
+        if r.future:  # prototype: inputs from the early part, targets from the late part
+            seed = ctx.seed if r.cut == "random" else None
+            events, late = _early_late(split.history, r.future, seed)
+        x = self.inputs(ctx, split.user_ids, events)  # (users, input_dim)
         t1 = time.perf_counter()
-        cfg = AutoencoderConfig(input_dim=x.shape[1], **self.recipe.model)
-        tcfg = TrainConfig(**({"seed": ctx.seed} | self.recipe.train))
-        if self.recipe.future:
-            x, items, next_items = self.future_rows(ctx, tcfg)
-        else:
-            items, next_items = self.item_targets(split, tcfg), None
+        cfg = AutoencoderConfig(input_dim=x.shape[1], **r.model)
+        tcfg = TrainConfig(**({"seed": ctx.seed} | r.train))
+        items, next_items = self.item_targets(split, tcfg, late)
         result = train_autoencoder(x, blocks, cfg, tcfg, items=items, next_items=next_items)
         self.encoder = UserEncoder.from_result(result)
         self.timings["train_s"] = time.perf_counter() - t1
@@ -146,25 +157,19 @@ class ZuMethod:
             "%s: input %d columns, trained in %.1fs", self.name, x.shape[1], self.timings["train_s"]
         )
 
-    @staticmethod
-    def item_targets(split, tcfg: TrainConfig):
-        """The item decoder's targets from history events, as `userrep train` builds them."""
-        if tcfg.item_weight <= 0:
-            return None
-        return _history_items(split.user_ids, split.history, tcfg.item_vocab).matrix
-
-    def future_rows(self, ctx: Context, tcfg: TrainConfig):
-        """Prototype rows: (inputs from each user's early history, item targets of the late
-        part, and with target="both" the whole history's items for a second head, else None)."""
-        split, r = ctx.split, self.recipe
-        seed = ctx.seed if r.cut == "random" else None
-        early, late = _early_late(split.history, r.future, seed)
-        vocab = _history_items(split.user_ids, split.history, tcfg.item_vocab).item_ids
-        late_items = _history_items(split.user_ids, late, vocab).matrix
-        x = self.inputs(ctx, split.user_ids, early)
-        if r.target != "both":
-            return x, late_items, None
-        return x, _history_items(split.user_ids, split.history, vocab).matrix, late_items
+    def item_targets(self, split, tcfg: TrainConfig, late: pd.DataFrame | None = None):
+        """(item decoder targets, second head's targets or None), as `userrep train` builds
+        them from history events; with the next-period prototype's late events, the late
+        items (and with target="both" the whole history for the first head)."""
+        if late is None and tcfg.item_weight <= 0:
+            return None, None
+        history = _history_items(split.user_ids, split.history, tcfg.item_vocab)
+        if late is None:
+            return history.matrix, None
+        late_items = _history_items(split.user_ids, late, history.item_ids).matrix
+        if self.recipe.target == "both":
+            return history.matrix, late_items
+        return late_items, None
 
     def inputs(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> np.ndarray:
         """The (ablated) input rows of user_ids from their events, as of each last event."""
