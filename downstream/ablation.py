@@ -58,6 +58,7 @@ def ablated_vectors(
     """({T: (user ids, z)}, info): the batch's autoencoder retrained on its own snapshot and
     configs without the named input blocks, then every user of the snapshot at each T embedded."""
     from representation.pipeline import training_item_targets, training_matrix
+    from representation.trainset import TrainingSet
 
     config, trained_at = _batch_artifact(settings, batch_id)
     lay = config["extra"]["layout"]
@@ -68,7 +69,10 @@ def ablated_vectors(
     train = config["train"] | {"keep_groups": tuple(config["train"]["keep_groups"])}
     tcfg = TrainConfig(**train)
     items = training_item_targets(settings, trained_at, users, tcfg)
-    result = train_autoencoder(x_train[:, cols], blocks, model_cfg, tcfg, items=items)
+    tags = TrainingSet(settings.paths, trained_at, layout, tcfg.item_vocab).training_tags(
+        users, tcfg
+    )
+    result = train_autoencoder(x_train[:, cols], blocks, model_cfg, tcfg, items=items, tags=tags)
     encoder = UserEncoder.from_result(result)
     out = {}
     for t in L.label_time_list(as_of):

@@ -1,10 +1,17 @@
-"""The autoencoder's second reconstruction target: which catalog items each user had.
+"""The autoencoder's training-time reconstruction targets beyond its input features: which
+catalog items each user had (ItemTargets) and the share of their items carrying each genre / tag
+(TagTargets).
 
 The encoder input averages item vectors per horizon, which keeps a user's taste but loses
 *which* items they played. A linear item decoder trained beside the feature decoder (softmax
 over a vocabulary of popular items, multinomial NLL as in Mult-DAE) makes z_u keep that
 identity; it is a training-time head only, so embedding (batch and near-real-time) reads the
 same features as before. On the evaluation protocol it lifted every probe (docs/quality.md).
+
+The tag head does the same for content taste: the item vocabulary stops at the most popular
+items and averaged text vectors blur a small genre into the big ones, so a user's share of
+jazz or film-noir reaches z_u only faintly. A soft-label softmax over the catalog's most used
+genres / tags (the items table's `genres`), also training-time only, makes z_u keep it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from userrep import columns as C
+
+TAG_SEP = "|"  # C.GENRES holds "|"-separated genre / tag text
 
 
 @dataclass(frozen=True)
@@ -143,3 +152,107 @@ def range_item_targets(
         np.asarray(pairs[C.ITEM_ID], np.int64),
         vocab,
     )
+
+
+@dataclass(frozen=True)
+class TagTargets:
+    """(users, tags) share of each user's distinct items that carry each tag, over a vocabulary
+    of the catalog's most used tags; a row sums to 1, or is empty for a user with no tagged item."""
+
+    tags: np.ndarray  # (n_tags,) tag text of each column
+    matrix: sp.csr_matrix  # (n_users, n_tags) float32 shares
+
+    @property
+    def vocab(self) -> int:
+        return len(self.tags)
+
+
+def tag_counts_from_pairs(
+    pair_users: np.ndarray, pair_items: np.ndarray, items: pd.DataFrame
+) -> pd.DataFrame:
+    """(user_id, tag, n): how many of each user's distinct items carry each tag, from distinct
+    (user, item) pairs and an items table with C.GENRES (what tag_counts computes in DuckDB)."""
+    tags = items[[C.ITEM_ID, C.GENRES]].dropna()
+    tags = tags.assign(tag=tags[C.GENRES].str.split(TAG_SEP)).explode("tag")
+    tags = tags[tags["tag"].astype(bool)][[C.ITEM_ID, "tag"]].drop_duplicates()
+    pairs = pd.DataFrame({C.USER_ID: pair_users, C.ITEM_ID: pair_items}).drop_duplicates()
+    joined = pairs.merge(tags, on=C.ITEM_ID)
+    return joined.groupby([C.USER_ID, "tag"]).size().rename("n").reset_index()
+
+
+def top_tags(counts: pd.DataFrame, max_tags: int) -> np.ndarray:
+    """The max_tags tags on most (user, item) pairs, ties by tag text: the head's columns."""
+    total = counts.groupby("tag")["n"].sum().reset_index()
+    total = total.sort_values(["n", "tag"], ascending=[False, True], kind="stable")
+    return np.sort(total["tag"].to_numpy(object)[:max_tags]).astype(object)
+
+
+def tag_targets_from_counts(
+    user_ids: np.ndarray, counts: pd.DataFrame, vocab: int | np.ndarray
+) -> TagTargets:
+    """Share rows for user_ids (in order) from (user_id, tag, n) counts, over the max `vocab`
+    tags of these users' counts (an int) or a vocabulary decided elsewhere (tag texts)."""
+    user_ids = np.asarray(user_ids, np.int64)
+    rows, keep = _known_pairs(
+        user_ids, counts[C.USER_ID].to_numpy(np.int64), np.arange(len(counts))
+    )
+    counts = counts.iloc[keep]
+    tags = top_tags(counts, vocab) if isinstance(vocab, int) else np.sort(np.asarray(vocab, object))
+    col = np.searchsorted(tags, counts["tag"].to_numpy(object)) if len(tags) else np.zeros(0, int)
+    col = np.minimum(col, max(len(tags) - 1, 0))
+    hit = tags[col] == counts["tag"].to_numpy(object) if len(tags) else np.zeros(len(rows), bool)
+    n = counts["n"].to_numpy(np.float32)[hit]
+    m = sp.csr_matrix((n, (rows[hit], col[hit])), shape=(len(user_ids), len(tags)))
+    total = np.asarray(m.sum(axis=1)).ravel()  # (users,) tagged items in the vocabulary
+    shares = sp.diags(1.0 / np.maximum(total, 1.0)) @ m
+    return TagTargets(tags, sp.csr_matrix(shares, dtype=np.float32))
+
+
+def tag_counts(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    items_path: str,
+    as_of: pd.Timestamp,
+    user_range: tuple[int, int] | None = None,
+) -> pd.DataFrame:
+    """(user_id, tag, n) of every user's distinct items <= as_of in `source` (a SQL relation),
+    joined with the items file's tags; with user_range, only lo <= user_id < hi."""
+    where = "" if user_range is None else "AND user_id >= $lo AND user_id < $hi"
+    params: dict = {"as_of": as_of.to_pydatetime()}
+    if user_range is not None:
+        params |= {"lo": user_range[0], "hi": user_range[1]}
+    sql = f"{_user_tags_sql(source, items_path, where)} SELECT * FROM user_tags"
+    return con.execute(sql, params).df().astype({C.USER_ID: np.int64, "n": np.int64})
+
+
+def tag_vocabulary(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    items_path: str,
+    as_of: pd.Timestamp,
+    users: str,
+    max_tags: int,
+) -> np.ndarray:
+    """top_tags over the users of `users` (a SQL relation with a user_id column) as one DuckDB
+    aggregate (nothing per user comes back): sorted tag texts."""
+    where = f"AND user_id IN (SELECT user_id FROM {users})"
+    sql = f"""{_user_tags_sql(source, items_path, where)}
+        SELECT tag FROM user_tags GROUP BY tag ORDER BY SUM(n) DESC, tag LIMIT $max_tags"""
+    params = {"as_of": as_of.to_pydatetime(), "max_tags": max_tags}
+    return np.sort(con.execute(sql, params).fetchnumpy()["tag"].astype(object))
+
+
+def _user_tags_sql(source: str, items_path: str, where: str) -> str:
+    """A WITH clause defining user_tags(user_id, tag, n) from events <= $as_of."""
+    return f"""
+        WITH pairs AS (SELECT DISTINCT user_id, item_id FROM {source} WHERE ts <= $as_of {where}),
+        tags AS (
+            SELECT DISTINCT item_id, tag FROM (
+                SELECT item_id, UNNEST(string_split({C.GENRES}, '{TAG_SEP}')) AS tag
+                FROM read_parquet('{items_path}') WHERE {C.GENRES} IS NOT NULL
+            ) WHERE tag <> ''
+        ),
+        user_tags AS (
+            SELECT user_id, tag, COUNT(*) AS n FROM pairs JOIN tags USING (item_id)
+            GROUP BY user_id, tag
+        )"""

@@ -18,7 +18,13 @@ import scipy.sparse as sp
 
 from representation.features import events_source, snapshot_name
 from representation.inputs import InputLayout, Snapshot
-from representation.targets import item_vocabulary, range_item_targets
+from representation.targets import (
+    item_vocabulary,
+    range_item_targets,
+    tag_counts,
+    tag_targets_from_counts,
+    tag_vocabulary,
+)
 from userrep import columns as C
 from userrep.settings import WorkspacePaths
 
@@ -90,6 +96,40 @@ class TrainingSet:
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         source = events_source(self.paths)
         return range_item_targets(con, source, self.as_of, user_ids, user_range, vocab).matrix
+
+    def has_tags(self) -> bool:
+        return any(self.paths.events.glob("*.parquet")) and self.paths.items.exists()
+
+    def tag_vocabulary(self, cfg) -> np.ndarray | None:
+        """The tag decoder's columns (sorted tag texts) over all users, from one DuckDB
+        aggregate; None when the tag term is off (cfg.tag_weight 0) or nothing is tagged."""
+        if cfg.tag_weight <= 0 or cfg.tag_vocab <= 0 or not self.has_tags():
+            return None
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        users = f"read_parquet('{self.onboarding_file}')"
+        source, items = events_source(self.paths), str(self.paths.items)
+        tags = tag_vocabulary(con, source, items, self.as_of, users, cfg.tag_vocab)
+        return tags if len(tags) else None
+
+    def training_tags(self, user_ids: np.ndarray, cfg) -> sp.csr_matrix | None:
+        """The tag decoder's targets of the whole training matrix (rows: user_ids) over the
+        cfg.tag_vocab most used tags; None when the tag term is off or nothing is tagged."""
+        if cfg.tag_weight <= 0 or cfg.tag_vocab <= 0 or not self.has_tags():
+            return None
+        tags = self.tag_targets(user_ids, cfg.tag_vocab, None)
+        return tags if tags.shape[1] else None
+
+    def tag_targets(
+        self, user_ids: np.ndarray, vocab: int | np.ndarray, user_range: tuple[int, int] | None
+    ) -> sp.csr_matrix:
+        """(k, tags) tag shares of user_ids (rows in their order) over a vocabulary (or the
+        `vocab` most used tags of these users); user_range: read only that range's pairs."""
+        con = duckdb.connect(config={"threads": 1} if user_range else {})
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        source, items = events_source(self.paths), str(self.paths.items)
+        counts = tag_counts(con, source, items, self.as_of, user_range)
+        return tag_targets_from_counts(user_ids, counts, vocab).matrix
 
 
 class SnapshotInputs:

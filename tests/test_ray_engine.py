@@ -311,3 +311,11 @@ def test_training_set_reads_the_training_matrix_range_by_range(world: World) -> 
         assert part.shape == (hi - lo, len(vocab)) and (part != items[lo:hi]).nnz == 0
     rows = np.array([5, 3, 400, 599])
     assert SnapshotInputs(data, users)[rows].tobytes() == x[rows].tobytes()
+    tags = data.training_tags(users, cfg)  # the tag decoder's targets, the same way
+    tag_vocab = data.tag_vocabulary(cfg)
+    assert tags is not None and tag_vocab is not None and tags.shape == (len(users), len(tag_vocab))
+    np.testing.assert_allclose(np.asarray(tags.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        bounds = (int(users[lo]), int(users[hi]) if hi < len(users) else int(users[-1]) + 1)
+        part = data.tag_targets(users[lo:hi], tag_vocab, bounds)
+        assert (part != tags[lo:hi]).nnz == 0

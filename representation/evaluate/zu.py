@@ -24,6 +24,8 @@ from representation.model import AutoencoderConfig, InputBlock
 from representation.targets import (
     ItemTargets,
     item_targets_from_pairs,
+    tag_counts_from_pairs,
+    tag_targets_from_counts,
     targets_for_vocabulary,
 )
 from representation.train import TrainConfig, train_autoencoder
@@ -68,6 +70,8 @@ class Recipe:
 RECIPES = {
     "platform": Recipe("platform"),
     "no-items": Recipe("no-items", train={"item_weight": 0.0}),
+    # the platform before the tag decoder (representation/targets.py): kept to measure it
+    "no-tags": Recipe("no-tags", train={"tag_weight": 0.0}),
     # the exact item softmax the sampled one stands in for: kept to measure what sampling costs
     "exact-items": Recipe("exact-items", train={"item_sample": 0}),
     # a wider z_u than the platform's 64: kept to measure what the 64-d bottleneck costs the
@@ -150,7 +154,10 @@ class ZuMethod:
         cfg = AutoencoderConfig(input_dim=x.shape[1], **r.model)
         tcfg = TrainConfig(**({"seed": ctx.seed} | r.train))
         items, next_items = self.item_targets(split, tcfg, late)
-        result = train_autoencoder(x, blocks, cfg, tcfg, items=items, next_items=next_items)
+        tags = _tag_shares(split, tcfg)
+        result = train_autoencoder(
+            x, blocks, cfg, tcfg, items=items, next_items=next_items, tags=tags
+        )
         self.encoder = UserEncoder.from_result(result)
         self.timings["train_s"] = time.perf_counter() - t1
         log.info(
@@ -185,6 +192,18 @@ class ZuMethod:
         if self.encoder is None:
             raise RuntimeError("fit() before embed()")
         return self.encoder.embed(x)
+
+
+def _tag_shares(split, tcfg: TrainConfig):
+    """The tag decoder's targets from history events, as `userrep train` builds them (None when
+    the tag term is off or the catalog has no genres / tags)."""
+    if tcfg.tag_weight <= 0 or tcfg.tag_vocab <= 0 or C.GENRES not in split.data.items:
+        return None
+    pairs = split.history[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
+    pu, pi = pairs[C.USER_ID].to_numpy(np.int64), pairs[C.ITEM_ID].to_numpy(np.int64)
+    counts = tag_counts_from_pairs(pu, pi, split.data.items)
+    tags = tag_targets_from_counts(split.user_ids, counts, tcfg.tag_vocab)
+    return tags.matrix if tags.vocab else None
 
 
 def _history_items(

@@ -37,11 +37,11 @@ from representation.train import (
     Anchors,
     CompatTerm,
     Corruptor,
-    ItemLoss,
     Normaliser,
     TrainConfig,
     _evaluate,
     _train_epoch,
+    decoder_loss,
     fit_epochs,
     step_metrics,
     val_loss_fn,
@@ -61,6 +61,7 @@ class TrainShard:
     val_rows: np.ndarray  # (n_val_k,) positions in x of this shard's held-out users
     items: sp.csr_matrix | None  # (hi - lo, vocab) item targets of these rows, or None
     anchors: Anchors | None  # BCT anchors among these rows (positions in x), or None
+    tags: sp.csr_matrix | None = None  # (hi - lo, tags) tag shares of these rows, or None
 
 
 def shard_bounds(n: int, train_rows: np.ndarray, world: int) -> list[tuple[int, int]]:
@@ -79,6 +80,7 @@ def make_shard(
     val_rows: np.ndarray,
     items: sp.csr_matrix | None = None,
     anchors: Anchors | None = None,
+    tags: sp.csr_matrix | None = None,
 ) -> TrainShard:
     """The rows [lo, hi) of the training inputs, targets and anchors, positions made local."""
     return TrainShard(
@@ -88,6 +90,7 @@ def make_shard(
         local_rows(val_rows, lo, hi),
         None if items is None else sp.csr_matrix(items[lo:hi]),
         shard_anchors(anchors, lo, hi),
+        None if tags is None else sp.csr_matrix(tags[lo:hi]),
     )
 
 
@@ -233,15 +236,14 @@ def fit_shard(
             compat = CompatTerm(shard.anchors, len(shard.x), cfg.compat_weight)
             if compat_scale is not None:
                 compat.scale = compat_scale  # the variance of all anchors' z, not this shard's
-        items = None
-        if shard.items is not None and shard.items.shape[1] > 0 and cfg.item_weight > 0:
-            items = ItemLoss(  # the sampled softmax as locally; each rank its own draws
-                shard.items,
-                config.latent_dim,
-                cfg.item_weight,
-                cfg.item_sample,
-                rank_seed(cfg.seed + 3, rank),
-            )
+        items = decoder_loss(  # the sampled softmax as locally; each rank its own draws
+            cfg,
+            config.latent_dim,
+            len(shard.x),
+            shard.items,
+            tags=shard.tags,
+            item_seed=rank_seed(cfg.seed + 3, rank),
+        )
         if rank:
             torch.manual_seed(rank_seed(cfg.seed, rank))  # this rank's dropout stream
         trainable = wrap(_Trainable(model, items.head if items else None))

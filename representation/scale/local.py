@@ -65,5 +65,8 @@ class LocalEngine:
 
         users, x = training_matrix(self.settings, data.as_of, data.layout)
         items = training_item_targets(self.settings, data.as_of, users, train_config)
+        tags = data.training_tags(users, train_config)
         blocks = data.layout.blocks()
-        return train_autoencoder(x, blocks, config, train_config, on_epoch, anchors, items)
+        return train_autoencoder(
+            x, blocks, config, train_config, on_epoch, anchors, items, tags=tags
+        )

@@ -61,6 +61,7 @@ def train_autoencoder(
     anchors: Anchors | None = None,
     items: sp.csr_matrix | None = None,
     workers: int | None = None,
+    tags: sp.csr_matrix | None = None,
 ) -> TrainResult:
     """train.train_autoencoder on a Ray cluster, for a matrix in memory: the driver splits the
     users (same seed, same held-out users), puts one contiguous shard per worker into the
@@ -69,11 +70,12 @@ def train_autoencoder(
     if x.ndim != 2 or x.shape[1] != config.input_dim:
         raise ValueError(f"expected (n, {config.input_dim}) input, got {x.shape}")
     validate_blocks(blocks, config.input_dim)
-    if items is not None and items.shape[0] != len(x):
-        raise ValueError(f"item targets have {items.shape[0]} rows, x has {len(x)}")
+    for t in (items, tags):
+        if t is not None and t.shape[0] != len(x):
+            raise ValueError(f"decoder targets have {t.shape[0]} rows, x has {len(x)}")
     plan = _plan(len(x), train_config, anchors, workers or train_workers(settings))
     shards = [
-        ddp.make_shard(x, lo, hi, plan.train_rows, plan.val_rows, items, plan.anchors)
+        ddp.make_shard(x, lo, hi, plan.train_rows, plan.val_rows, items, plan.anchors, tags)
         for lo, hi in plan.bounds
     ]
     return _train(settings, shards, blocks, config, train_config, plan, on_epoch)
@@ -98,6 +100,7 @@ def train_snapshot(
     users = data.user_ids()  # (n,) sorted: row i of the (never built) training matrix
     plan = _plan(len(users), train_config, anchors, workers or train_workers(settings))
     vocab = data.item_vocabulary() if train_config.item_weight > 0 else None
+    tag_vocab = data.tag_vocabulary(train_config)
     specs = [
         SnapshotShard(
             data,
@@ -108,6 +111,7 @@ def train_snapshot(
             ddp.local_rows(plan.val_rows, lo, hi),
             vocab,
             ddp.shard_anchors(plan.anchors, lo, hi),
+            tag_vocab,
         )
         for lo, hi in plan.bounds
     ]
@@ -128,9 +132,10 @@ class SnapshotShard:
     val_rows: np.ndarray  # (n_val_k,) positions of its held-out users
     vocab: np.ndarray | None  # the item decoder's columns over all users, None = no item term
     anchors: Anchors | None  # BCT anchors among these rows (local positions), or None
+    tag_vocab: np.ndarray | None = None  # the tag decoder's columns over all users, or None
 
     def load(self) -> ddp.TrainShard:
-        """The rows' inputs and item targets, read from the snapshot: ddp.make_shard's shard."""
+        """The rows' inputs and decoder targets, read from the snapshot: make_shard's shard."""
         ids, x = self.data.read_range(*self.user_range)  # (k,), (k, input_dim)
         if len(ids) != self.hi - self.lo:
             raise RuntimeError(
@@ -140,8 +145,17 @@ class SnapshotShard:
         items = (
             None if self.vocab is None else self.data.item_targets(ids, self.user_range, self.vocab)
         )
+        tags = None
+        if self.tag_vocab is not None:
+            tags = self.data.tag_targets(ids, self.tag_vocab, self.user_range)
         return ddp.TrainShard(
-            self.lo, x, np.array(self.train_rows), np.array(self.val_rows), items, self.anchors
+            self.lo,
+            x,
+            np.array(self.train_rows),
+            np.array(self.val_rows),
+            items,
+            self.anchors,
+            tags,
         )
 
 
