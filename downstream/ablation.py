@@ -66,7 +66,9 @@ def ablated_vectors(
     cols, blocks = ablate(layout.blocks(), switches)
     users, x_train = training_matrix(settings, trained_at, layout)
     model_cfg = AutoencoderConfig(**(config["autoencoder"] | {"input_dim": len(cols)}))
-    train = config["train"] | {"keep_groups": tuple(config["train"]["keep_groups"])}
+    # a batch trained before the tag decoder has no tag_weight: it had no tag head
+    train = {"tag_weight": 0.0} | config["train"]
+    train |= {"keep_groups": tuple(config["train"]["keep_groups"])}
     tcfg = TrainConfig(**train)
     items = training_item_targets(settings, trained_at, users, tcfg)
     tags = TrainingSet(settings.paths, trained_at, layout, tcfg.item_vocab).training_tags(
