@@ -1,5 +1,6 @@
 """Render an EvalRun: markdown tables (one per seed, the mean over seeds with the seed-to-seed
-spread, ablation decrements), the same as a self-contained HTML page, and JSON.
+spread, z_u against the best baseline paired by seed, ablation decrements), the same as a
+self-contained HTML page, and JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from representation.evaluate.floors import MIN_NOISE
 from representation.evaluate.runner import EvalRun, MethodRun
 
 # (metric key, column header); every metric is higher-is-better
@@ -90,6 +92,70 @@ def _mean_rows(runs: Sequence[MethodRun]) -> tuple[list[Row], dict[str, dict[str
     return rows, spread
 
 
+def verdicts(run: EvalRun, key: str = "z_u") -> list[dict]:
+    """Per column: z_u (method `key`) against the baseline with the best mean, paired by seed.
+
+    The paired difference (z_u minus that baseline on the same split) removes what a split does
+    to every method alike; its noise is the larger of DESIGN's ~0.01 and the seed-to-seed
+    standard deviation of the difference. Verdict: "clears" (mean difference >= 0), "within
+    noise" (>= -noise) or "below". Baselines are the methods not named z_u."""
+    by: dict[str, dict[int, dict[str, float]]] = {}
+    for r in run.runs:
+        by.setdefault(r.key, {})[r.seed] = r.metrics
+    mine = by.get(key, {})
+    out = []
+    for col, header in _present(run.runs):
+        base = {
+            k: [v[s][col] for s in mine if s in v and not math.isnan(v[s].get(col, math.nan))]
+            for k, v in by.items()
+            if not k.startswith("z_u")
+        }
+        scored = {k: sum(v) / len(v) for k, v in base.items() if len(v) == len(mine) > 0}
+        if not scored or any(math.isnan(m.get(col, math.nan)) for m in mine.values()):
+            continue
+        best = max(scored, key=lambda k: scored[k])
+        diffs = [mine[s][col] - by[best][s][col] for s in mine]
+        mean = sum(diffs) / len(diffs)
+        sd = (
+            math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+            if len(diffs) > 1
+            else 0.0
+        )
+        noise = max(MIN_NOISE, sd)
+        verdict = "clears" if mean >= 0 else "within noise" if mean >= -noise else "below"
+        out.append(
+            {
+                "metric": col,
+                "column": header,
+                "z_u": sum(m[col] for m in mine.values()) / len(mine),
+                "baseline": best,
+                "baseline_mean": scored[best],
+                "diff": mean,
+                "per_seed": diffs,
+                "noise": noise,
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def _verdict_cells(run: EvalRun) -> list[list[str]]:
+    cells = [["column", "z_u", "best baseline", "paired diff", "per seed", "noise", "verdict"]]
+    for v in verdicts(run):
+        cells.append(
+            [
+                v["column"],
+                f"{v['z_u']:.3f}",
+                f"{v['baseline']} {v['baseline_mean']:.3f}",
+                f"{v['diff']:+.4f}",
+                " / ".join(f"{d:+.3f}" for d in v["per_seed"]),
+                f"{v['noise']:.3f}",
+                v["verdict"],
+            ]
+        )
+    return cells
+
+
 def _ablation_rows(run: EvalRun) -> list[Row]:
     """Each ablation as its decrement from the full z_u of the same seed (negative = worse)."""
     full = {r.seed: r.metrics for r in run.runs if r.key == "z_u"}
@@ -117,6 +183,13 @@ def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
                 _table(rows, cols, extra, spread),
             )
         )
+    verdict = _verdict_cells(run)
+    if len(verdict) > 1:
+        note = (
+            "z_u minus the baseline with the best mean, on the same split of each seed; noise ="
+            f" max({MIN_NOISE}, the seed-to-seed standard deviation of that difference)."
+        )
+        out.append(("z_u against the best baseline, paired by seed", note, verdict))
     for seed in run.seeds:
         runs = [r for r in run.runs if r.seed == seed]
         out.append((f"Seed {seed}", _split_note(run, seed), _table(_seed_rows(runs), cols, extra)))
