@@ -193,19 +193,29 @@ def tag_targets_from_counts(
     """Share rows for user_ids (in order) from (user_id, tag, n) counts, over the max `vocab`
     tags of these users' counts (an int) or a vocabulary decided elsewhere (tag texts)."""
     user_ids = np.asarray(user_ids, np.int64)
-    rows, keep = _known_pairs(
-        user_ids, counts[C.USER_ID].to_numpy(np.int64), np.arange(len(counts))
-    )
+    _, keep = _known_pairs(user_ids, counts[C.USER_ID].to_numpy(np.int64), np.arange(len(counts)))
     counts = counts.iloc[keep]
     tags = top_tags(counts, vocab) if isinstance(vocab, int) else np.sort(np.asarray(vocab, object))
-    col = np.searchsorted(tags, counts["tag"].to_numpy(object)) if len(tags) else np.zeros(0, int)
-    col = np.minimum(col, max(len(tags) - 1, 0))
-    hit = tags[col] == counts["tag"].to_numpy(object) if len(tags) else np.zeros(len(rows), bool)
-    n = counts["n"].to_numpy(np.float32)[hit]
-    m = sp.csr_matrix((n, (rows[hit], col[hit])), shape=(len(user_ids), len(tags)))
+    if not len(tags):
+        return TagTargets(tags, sp.csr_matrix((len(user_ids), 0), dtype=np.float32))
+    text = counts["tag"].to_numpy(object)
+    col = np.minimum(np.searchsorted(tags, text), len(tags) - 1)
+    hit = tags[col] == text  # the count's tag is in the vocabulary
+    users, n = counts[C.USER_ID].to_numpy(np.int64)[hit], counts["n"].to_numpy()[hit]
+    return TagTargets(tags, share_matrix(user_ids, users, col[hit], n, len(tags)))
+
+
+def share_matrix(
+    user_ids: np.ndarray, users: np.ndarray, cols: np.ndarray, n: np.ndarray, n_tags: int
+) -> sp.csr_matrix:
+    """(len(user_ids), n_tags) float32 rows of shares from (user, tag column, count) triples;
+    triples of other users are ignored, a user without any keeps an empty row."""
+    rows, keep = _known_pairs(np.asarray(user_ids, np.int64), users, np.arange(len(users)))
+    m = sp.csr_matrix(
+        (np.asarray(n, np.float32)[keep], (rows, cols[keep])), shape=(len(user_ids), n_tags)
+    )
     total = np.asarray(m.sum(axis=1)).ravel()  # (users,) tagged items in the vocabulary
-    shares = sp.diags(1.0 / np.maximum(total, 1.0)) @ m
-    return TagTargets(tags, sp.csr_matrix(shares, dtype=np.float32))
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(total, 1.0)) @ m, dtype=np.float32)
 
 
 def tag_counts(
@@ -216,13 +226,48 @@ def tag_counts(
     user_range: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """(user_id, tag, n) of every user's distinct items <= as_of in `source` (a SQL relation),
-    joined with the items file's tags; with user_range, only lo <= user_id < hi."""
-    where = "" if user_range is None else "AND user_id >= $lo AND user_id < $hi"
-    params: dict = {"as_of": as_of.to_pydatetime()}
-    if user_range is not None:
-        params |= {"lo": user_range[0], "hi": user_range[1]}
+    joined with the items file's tags; with user_range, only lo <= user_id < hi. Small data
+    (tests, diagnostics): training reads tag_matrix, which returns no tag text per user."""
+    where, params = _range_filter(as_of, user_range)
     sql = f"{_user_tags_sql(source, items_path, where)} SELECT * FROM user_tags"
     return con.execute(sql, params).df().astype({C.USER_ID: np.int64, "n": np.int64})
+
+
+def tag_matrix(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    items_path: str,
+    as_of: pd.Timestamp,
+    user_ids: np.ndarray,
+    vocab: np.ndarray,
+    user_range: tuple[int, int] | None = None,
+) -> sp.csr_matrix:
+    """The tag decoder's (len(user_ids), len(vocab)) shares of events <= as_of, rows in
+    user_ids' order: DuckDB returns (user, column, count) integers only, so memory follows the
+    number of (user, tag) pairs, not their text. user_range: read only that range's pairs."""
+    where, params = _range_filter(as_of, user_range)
+    con.register("_tag_vocab", pd.DataFrame({"tag": vocab, "col": np.arange(len(vocab))}))
+    sql = f"""{_user_tags_sql(source, items_path, where)}
+        SELECT user_id, col, n FROM user_tags JOIN _tag_vocab USING (tag)"""
+    got = con.execute(sql, params).fetchnumpy()
+    con.unregister("_tag_vocab")
+    return share_matrix(
+        user_ids,
+        np.asarray(got[C.USER_ID], np.int64),
+        np.asarray(got["col"], np.int64),
+        np.asarray(got["n"]),
+        len(vocab),
+    )
+
+
+def _range_filter(as_of: pd.Timestamp, user_range: tuple[int, int] | None) -> tuple[str, dict]:
+    params: dict = {"as_of": as_of.to_pydatetime()}
+    if user_range is None:
+        return "", params
+    return "AND user_id >= $lo AND user_id < $hi", params | {
+        "lo": user_range[0],
+        "hi": user_range[1],
+    }
 
 
 def tag_vocabulary(

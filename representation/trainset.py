@@ -21,8 +21,7 @@ from representation.inputs import InputLayout, Snapshot
 from representation.targets import (
     item_vocabulary,
     range_item_targets,
-    tag_counts,
-    tag_targets_from_counts,
+    tag_matrix,
     tag_vocabulary,
 )
 from userrep import columns as C
@@ -113,23 +112,21 @@ class TrainingSet:
         return tags if len(tags) else None
 
     def training_tags(self, user_ids: np.ndarray, cfg) -> sp.csr_matrix | None:
-        """The tag decoder's targets of the whole training matrix (rows: user_ids) over the
-        cfg.tag_vocab most used tags; None when the tag term is off or nothing is tagged."""
-        if cfg.tag_weight <= 0 or cfg.tag_vocab <= 0 or not self.has_tags():
-            return None
-        tags = self.tag_targets(user_ids, cfg.tag_vocab, None)
-        return tags if tags.shape[1] else None
+        """The tag decoder's targets of the whole training matrix (rows: user_ids, the
+        snapshot's users) over tag_vocabulary; None when the tag term is off or nothing is
+        tagged."""
+        vocab = self.tag_vocabulary(cfg)
+        return None if vocab is None else self.tag_targets(user_ids, vocab, None)
 
     def tag_targets(
-        self, user_ids: np.ndarray, vocab: int | np.ndarray, user_range: tuple[int, int] | None
+        self, user_ids: np.ndarray, vocab: np.ndarray, user_range: tuple[int, int] | None
     ) -> sp.csr_matrix:
-        """(k, tags) tag shares of user_ids (rows in their order) over a vocabulary (or the
-        `vocab` most used tags of these users); user_range: read only that range's pairs."""
+        """(k, tags) tag shares of user_ids (rows in their order) over a vocabulary of tag
+        texts; user_range: read only that range's pairs (a Ray Train worker's)."""
         con = duckdb.connect(config={"threads": 1} if user_range else {})
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         source, items = events_source(self.paths), str(self.paths.items)
-        counts = tag_counts(con, source, items, self.as_of, user_range)
-        return tag_targets_from_counts(user_ids, counts, vocab).matrix
+        return tag_matrix(con, source, items, self.as_of, user_ids, vocab, user_range)
 
 
 class SnapshotInputs:

@@ -333,6 +333,7 @@ def test_tag_targets_are_shares_over_the_most_used_tags(tmp_path) -> None:
     from representation.targets import (
         tag_counts,
         tag_counts_from_pairs,
+        tag_matrix,
         tag_targets_from_counts,
         tag_vocabulary,
         top_tags,
@@ -366,7 +367,10 @@ def test_tag_targets_are_shares_over_the_most_used_tags(tmp_path) -> None:
         check_dtype=False,
     )
     users_sql = "(SELECT 10 AS user_id UNION ALL SELECT 20)"
-    assert tag_vocabulary(con, src, items_path, as_of, users_sql, 2).tolist() == ["jazz", "rock"]
+    vocab = tag_vocabulary(con, src, items_path, as_of, users_sql, 2)
+    assert vocab.tolist() == ["jazz", "rock"]
+    rows = tag_matrix(con, src, items_path, as_of, users, vocab)  # integers from DuckDB
+    assert (rows != top2.matrix).nnz == 0
     early = tag_counts(con, src, items_path, pd.Timestamp("2024-01-02 12:00"))  # item 1 only
     assert sorted(early["tag"]) == ["pop", "rock"] and set(early["user_id"]) == {10}
     ranged = tag_counts(con, src, items_path, as_of, user_range=(15, 31))
