@@ -97,7 +97,9 @@ def ws(built: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic, and 2x faster than 2 threads on shared cores
     try:
-        batch_id = pipeline.train_batch(settings, t, None, TrainConfig(epochs=12, seed=0))
+        # 30 epochs (early stopping on): at 12 the held-out loss was still falling at the last
+        # epoch, and the cold-start check below sat at chance on an under-trained encoder
+        batch_id = pipeline.train_batch(settings, t, None, TrainConfig(epochs=30, seed=0))
     finally:
         torch.set_num_threads(threads)
     pipeline.embed_batch(settings, batch_id, t)
@@ -423,8 +425,8 @@ def test_cold_start_users_onboarding_beats_popularity(ws: Workspace) -> None:
     assert set(auc) == {"z_u", "onboarding", "popularity"} and n >= 8
     # planted: onboarding picks come from the user's taste cluster, as do the future plays
     assert auc["onboarding"] > auc["popularity"] + 0.05
-    # z_u of an onboarding-only input carries less of it on this tiny world (12 epochs): it
-    # must still beat popularity; the margin is what the report shows, not a test threshold
+    # z_u of an onboarding-only input carries less of it on this tiny world: it must still
+    # beat popularity; the margin is what the report shows, not a test threshold
     assert auc["z_u"] > auc["popularity"]
     assert all(r.metrics["test_users"] == n for r in results)
     table = cold_start_table(results, n, t)
