@@ -15,7 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from representation import batches, pipeline
 from representation.serving import get_user_embeddings
-from tests.conftest import Pipeline
+from tests.conftest import TINY, Pipeline
 from userrep import columns as C
 from userrep.db import BatchStatus, session_scope
 
@@ -86,6 +86,28 @@ def test_two_batches_side_by_side_are_never_mixed(built: Pipeline) -> None:
         z2[0], np.asarray(published(built, second).set_index(C.USER_ID)[C.Z_U][0])
     )
     assert not np.allclose(z1, z2)
+
+
+def test_train_cli_turns_the_tag_decoder_off(built: Pipeline) -> None:
+    """The fixture's batch trained with the tag decoder (the synthetic genres are its tags);
+    `userrep train --tag-weight 0` trains a batch without it, and records that."""
+    from typer.testing import CliRunner
+
+    from userrep.cli import app
+
+    def encoder_json(batch_id: str, name: str) -> dict:
+        return json.loads((built.settings.paths.batches / batch_id / "encoder" / name).read_text())
+
+    assert encoder_json(built.batch_id, "metrics.json")["tag_vocab"] == TINY.n_clusters
+    before = {p.name for p in built.settings.paths.batches.iterdir()}
+    args = ["-w", str(built.settings.workspace), "train", "--epochs", "2", "--no-align"]
+    result = CliRunner().invoke(app, [*args, "--tag-weight", "0"])
+    assert result.exit_code == 0, result.output
+    (new,) = {p.name for p in built.settings.paths.batches.iterdir()} - before
+    assert encoder_json(new, "metrics.json")["tag_vocab"] == 0
+    assert encoder_json(new, "config.json")["train"]["tag_weight"] == 0.0
+    refused = CliRunner().invoke(app, [*args, "--tag-weight", "-1"])
+    assert refused.exit_code != 0
 
 
 def test_crash_mid_publish_leaves_no_visible_batch(built: Pipeline, monkeypatch) -> None:

@@ -56,6 +56,14 @@ def train_cmd(
             "(default: TrainConfig.compat_weight)."
         ),
     ] = None,
+    tag_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Weight of the training-time tag decoder (the user's genre / tag shares); "
+            "0 turns it off (default: TrainConfig.tag_weight).",
+        ),
+    ] = None,
 ) -> None:
     """Train the denoising autoencoder on encoder_input_v1: a new batch (status building)."""
     from representation.align import DEFAULT_METHOD, METHODS, default_parent
@@ -69,6 +77,8 @@ def train_cmd(
     cfg = TrainConfig(epochs=epochs, seed=state.settings.seed)
     if compat_weight is not None:
         cfg = replace(cfg, compat_weight=compat_weight)
+    if tag_weight is not None:
+        cfg = replace(cfg, tag_weight=tag_weight)
     target = None if no_align else (align_to or default_parent(state.settings))
     columns = (
         TextColumn("{task.description}"),
