@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_train.py [--users 200000] [--epochs 3] [--hidden 256 128]
         [--bf16 auto|off|on|both] [--threads N] [--items 0 4096] [--item-sample 0 1024]
-        [--batch-size 512 --max-batch-size 512]
+        [--tags 0 256] [--batch-size 512 --max-batch-size 512]
 
 Prints users/s per training epoch and embed users/s for each setting, plus the CPU count. The
 defaults are TrainConfig's: 512-user steps growing to 2,048 on this many users, bf16 autocast
@@ -75,16 +75,30 @@ def random_items(n: int, vocab: int, per_user: int = 20, seed: int = 0) -> sp.cs
     return m
 
 
+def random_tags(n: int, n_tags: int, per_user: int = 5, seed: int = 1) -> sp.csr_matrix | None:
+    """Tag decoder targets: shares over per_user Zipf-drawn tags each (rows sum to 1)."""
+    m = random_items(n, n_tags, per_user, seed)
+    if m is None:
+        return None
+    return sp.csr_matrix(sp.diags(1.0 / np.asarray(m.sum(axis=1)).ravel()) @ m, dtype=np.float32)
+
+
 def bench_one(
-    x: np.ndarray, blocks: list[InputBlock], hidden: int, train_cfg: TrainConfig, items=None
+    x: np.ndarray,
+    blocks: list[InputBlock],
+    hidden: int,
+    train_cfg: TrainConfig,
+    items=None,
+    tags=None,
 ) -> None:
     """Train for train_cfg.epochs epochs and embed every user once; print the rates."""
     vocab = 0 if items is None else items.shape[1]
     cfg = AutoencoderConfig(input_dim=x.shape[1], hidden_dim=hidden)
-    result = train_autoencoder(x, blocks, cfg, train_cfg, items=items)
+    result = train_autoencoder(x, blocks, cfg, train_cfg, items=items, tags=tags)
     m = result.metrics
     tag = f"hidden={hidden} batch={m['batch_size']} bf16={m['bf16']} item_vocab={vocab}"
     tag += f" item_sample={train_cfg.item_sample}" if vocab else ""
+    tag += f" tag_vocab={m['tag_vocab']}"
     per_epoch = ", ".join(f"{u:,.0f}" for u in result.metrics["users_per_s"])
     print(f"{tag}: train users/s per epoch: {per_epoch}  (load {os.getloadavg()[0]:.2f})")
     print(f"{tag}: {result.metrics['seconds']:.1f} s for {result.metrics['epochs_run']} epochs")
@@ -118,6 +132,13 @@ def main() -> None:
         default=[TrainConfig().item_sample],
         help="candidate items per step for the item softmax (0 = exact)",
     )
+    ap.add_argument(
+        "--tags",
+        type=int,
+        nargs="+",
+        default=[TrainConfig().tag_vocab],
+        help="tag decoder vocabularies (0 = no tag target)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     blocks = bench_layout()
@@ -137,8 +158,9 @@ def main() -> None:
             for vocab in args.items:
                 items = random_items(len(x), vocab)
                 for sample in args.item_sample if vocab else [0]:
-                    cfg = dataclasses.replace(base, bf16=bf16, item_sample=sample)
-                    bench_one(x, blocks, hidden, cfg, items)
+                    for n_tags in args.tags:
+                        cfg = dataclasses.replace(base, bf16=bf16, item_sample=sample)
+                        bench_one(x, blocks, hidden, cfg, items, random_tags(len(x), n_tags))
     print("train config:", dataclasses.asdict(base))
 
 
