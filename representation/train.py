@@ -373,10 +373,9 @@ class TagLoss:
 class ItemLosses:
     """The sum of several decoder terms over one z (e.g. the history, the next period, tags)."""
 
-    def __init__(self, losses: Sequence[ItemLoss]):
+    def __init__(self, losses: Sequence[ItemLoss | TagLoss]):
         self.losses = list(losses)
         self.head = torch.nn.ModuleList([loss.head for loss in self.losses])
-        self.targets = self.losses[0].targets
 
     def __call__(self, z: Tensor, rows_b: Tensor, exact: bool = False) -> Tensor:
         return sum(loss(z, rows_b, exact) for loss in self.losses)  # type: ignore[return-value]
