@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import subprocess
 import sys
@@ -195,6 +196,9 @@ def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray
     art = {b: world.settings.paths.batches / b / "encoder" for b in (local_id, ray_id)}
     local_w, ray_w = (torch.load(art[b] / "model.pt", weights_only=True) for b in art)
     assert local_w.keys() == ray_w.keys() and epochs == [1, 2]
+    for b in art:  # the item and tag heads trained on both paths (the synthetic genres)
+        metrics = json.loads((art[b] / "metrics.json").read_text())
+        assert metrics["tag_vocab"] > 0 and metrics["item_vocab"] > 0
     assert all(torch.equal(local_w[k], ray_w[k]) for k in local_w)
     assert (art[local_id] / "normaliser.json").read_text() == (
         art[ray_id] / "normaliser.json"
@@ -212,7 +216,7 @@ def _driver_reads_no_feature_rows(anchor_rows: list[int] | None = None):
     """Every way of reading feature rows or item pairs fails in this (the driver's) process;
     Ray workers are other processes and keep the real functions. With anchor_rows, the driver
     may assemble inputs of chosen users (alignment's anchors): each call's size is recorded."""
-    from representation import inputs, pipeline, targets
+    from representation import inputs, pipeline, targets, trainset
 
     def refuse(*_, **__):
         raise AssertionError("the driver read feature rows or item targets")
@@ -233,6 +237,7 @@ def _driver_reads_no_feature_rows(anchor_rows: list[int] | None = None):
             (shards, "read_user_range"),
             (targets, "item_targets"),
             (targets, "range_item_targets"),
+            (trainset.TrainingSet, "tag_targets"),  # the tag shares: only the vocabulary
         ]:
             mp.setattr(owner, name, refuse)
         mp.setattr(inputs.Snapshot, "matrix", anchors_only)
