@@ -193,8 +193,7 @@ def tag_targets_from_counts(
     """Share rows for user_ids (in order) from (user_id, tag, n) counts, over the max `vocab`
     tags of these users' counts (an int) or a vocabulary decided elsewhere (tag texts)."""
     user_ids = np.asarray(user_ids, np.int64)
-    _, keep = _known_pairs(user_ids, counts[C.USER_ID].to_numpy(np.int64), np.arange(len(counts)))
-    counts = counts.iloc[keep]
+    counts = counts[counts[C.USER_ID].isin(user_ids)]  # the vocabulary counts these users only
     tags = top_tags(counts, vocab) if isinstance(vocab, int) else np.sort(np.asarray(vocab, object))
     if not len(tags):
         return TagTargets(tags, sp.csr_matrix((len(user_ids), 0), dtype=np.float32))

@@ -114,7 +114,8 @@ class TrainingSet:
     def training_tags(self, user_ids: np.ndarray, cfg) -> sp.csr_matrix | None:
         """The tag decoder's targets of the whole training matrix (rows: user_ids, the
         snapshot's users) over tag_vocabulary; None when the tag term is off or nothing is
-        tagged."""
+        tagged. Two event scans (vocabulary, then integer shares): the same two reads the Ray
+        path splits between driver and workers, and no tag text per user in memory."""
         vocab = self.tag_vocabulary(cfg)
         return None if vocab is None else self.tag_targets(user_ids, vocab, None)
 

@@ -199,9 +199,7 @@ def _tag_shares(split, tcfg: TrainConfig):
     the tag term is off or the catalog has no genres / tags)."""
     if tcfg.tag_weight <= 0 or tcfg.tag_vocab <= 0 or C.GENRES not in split.data.items:
         return None
-    pairs = split.history[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
-    pu, pi = pairs[C.USER_ID].to_numpy(np.int64), pairs[C.ITEM_ID].to_numpy(np.int64)
-    counts = tag_counts_from_pairs(pu, pi, split.data.items)
+    counts = tag_counts_from_pairs(*_distinct_pairs(split.history), split.data.items)
     tags = tag_targets_from_counts(split.user_ids, counts, tcfg.tag_vocab)
     return tags.matrix if tags.vocab else None
 
@@ -211,11 +209,16 @@ def _history_items(
 ) -> ItemTargets:
     """Which items each of user_ids had in events, over the `vocab` items most users had (an
     int, as the item decoder's targets are built) or over a given vocabulary of item ids."""
-    pairs = events[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
-    pu, pi = pairs[C.USER_ID].to_numpy(np.int64), pairs[C.ITEM_ID].to_numpy(np.int64)
+    pu, pi = _distinct_pairs(events)
     if isinstance(vocab, int):
         return item_targets_from_pairs(user_ids, pu, pi, vocab)
     return targets_for_vocabulary(user_ids, pu, pi, vocab)
+
+
+def _distinct_pairs(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) of the distinct (user, item) pairs in events."""
+    pairs = events[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
+    return pairs[C.USER_ID].to_numpy(np.int64), pairs[C.ITEM_ID].to_numpy(np.int64)
 
 
 def _early_late(
