@@ -61,9 +61,11 @@ def users_frame(paths: WorkspacePaths) -> pd.DataFrame:
     extra = missing.assign(**{C.AGE: np.nan, C.GENDER: "", C.COUNTRY: ""})
     extra[C.ONBOARDING_ITEMS] = [[] for _ in range(len(extra))]
     extra[C.ONBOARDING_GENRES] = [[] for _ in range(len(extra))]
-    out = (
-        pd.concat([users, extra[list(C.USER_COLUMNS)]], ignore_index=True) if len(extra) else users
-    )
+    extra = extra[list(C.USER_COLUMNS)]
+    if not len(users):  # no user table: concat with an empty frame would guess the dtypes
+        out = extra.reset_index(drop=True)
+    else:
+        out = pd.concat([users, extra], ignore_index=True) if len(extra) else users
     out[C.SIGNUP_TS] = pd.to_datetime(out[C.SIGNUP_TS], utc=True)
     return out.sort_values(C.USER_ID).reset_index(drop=True)
 

@@ -19,10 +19,12 @@ from representation.evaluate.floors import below_floor
 from representation.evaluate.inputs import ABLATION_SWITCHES, ablate, input_matrix
 from representation.evaluate.methods import make_context, make_method
 from representation.evaluate.protocol import (
+    WORKSPACE,
     EvalData,
     ProtocolConfig,
     Split,
     cold_history,
+    load_workspace_data,
     make_split,
 )
 from representation.evaluate.runner import EvalRun, MethodRun
@@ -31,6 +33,7 @@ from representation.features import DEMO_DIM
 from representation.inputs import InputLayout
 from userrep import columns as C
 from userrep.data import synthetic
+from userrep.settings import WorkspacePaths
 
 SMALL = synthetic.SyntheticConfig(
     n_users=600,
@@ -368,3 +371,92 @@ def test_a_recipe_with_an_unknown_target_or_cut_is_refused() -> None:
         Recipe("typo", future=0.2, cut="chronological")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
         Recipe("typo", future=1.0)
+
+
+def _ingested(data: EvalData, root: Path, catalog: bool = True) -> WorkspacePaths:
+    """A workspace holding data's tables as `userrep ingest` writes them (and its planted
+    clusters where `ingest --dataset synthetic` puts them)."""
+    from userrep.ingest import ingest_event_frame, ingest_items, ingest_users
+
+    paths = WorkspacePaths(root).ensure()
+    ingest_event_frame(paths, data.events, "events")
+    ingest_users(paths, data.users)
+    if catalog:
+        ingest_items(paths, data.items)
+    if data.clusters is not None:
+        data.clusters.reset_index().to_parquet(paths.truth / "users.parquet")
+    return paths
+
+
+def test_an_ingested_workspace_evaluates_on_the_same_split_as_its_data(
+    data: EvalData, tmp_path: Path
+) -> None:
+    """`evaluate --dataset workspace` reads the ingested tables: the same events, catalog and
+    planted clusters give the very split (and probe scores) of the in-memory data set."""
+    paths = _ingested(data, tmp_path / "ws")
+    ws = load_workspace_data(paths)
+    assert ws.name == WORKSPACE and ws.split_by_time and ws.clusters is not None
+    built, read = make_split(data, 0), make_split(ws, 0)
+    np.testing.assert_array_equal(built.user_ids, read.user_ids)
+    np.testing.assert_array_equal(built.item_ids[built.candidates], read.item_ids[read.candidates])
+    np.testing.assert_array_equal(built.train, read.train)
+    assert (built.hist != read.hist).nnz == 0 and (built.fut != read.fut).nnz == 0
+    ctx, tfidf = make_context(read), make_method("tfidf")
+    tfidf.fit(ctx)
+    vectors = tfidf.embed(ctx, read.user_ids, read.history)
+    assert probes.linear_probe(read, vectors) > 0.6
+    assert probes.similar_probe(read, vectors)["similar"] > 2 / SMALL.n_clusters  # clusters read
+    # a random cut keeps the same users and events but moves some of them into the future
+    rand = make_split(load_workspace_data(paths, "random"), 0)
+    assert len(rand.history) == len(read.history) and (rand.fut != read.fut).nnz > 0
+    with pytest.raises(ValueError, match="unknown split"):
+        load_workspace_data(paths, "chronological")
+
+
+def test_a_workspace_without_a_catalog_gets_bare_item_rows(data: EvalData, tmp_path: Path) -> None:
+    """Only events ingested: every played item still enters the protocol, without metadata."""
+    paths = _ingested(dataclasses.replace(data, clusters=None), tmp_path / "ws", catalog=False)
+    ws = load_workspace_data(paths)
+    assert set(ws.items[C.ITEM_ID]) == set(data.events[C.ITEM_ID])
+    assert ws.items[C.GENRES].isna().all() and ws.clusters is None and ws.friends is None
+    assert probes.genre_targets(make_split(ws, 0))[1] == []  # no genres: no genre probe
+    with pytest.raises(FileNotFoundError, match="userrep ingest"):
+        load_workspace_data(WorkspacePaths(tmp_path / "empty").ensure())
+
+
+def replace_clusters(data: EvalData) -> EvalData:
+    return dataclasses.replace(data, clusters=None)
+
+
+def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
+    data: EvalData, tmp_path: Path
+) -> None:
+    from userrep.cli import app
+
+    def run(ws: Path, *args: str):
+        return CliRunner().invoke(app, ["-w", str(ws), "evaluate", *args])
+
+    empty = run(tmp_path / "empty", "--dataset", "workspace")
+    assert empty.exit_code != 0 and "userrep ingest" in empty.output
+    ws = tmp_path / "ws"
+    _ingested(data, ws)
+    out = tmp_path / "report"
+    ok = run(
+        ws,
+        "--dataset",
+        "workspace",
+        "--split",
+        "random",
+        "--methods",
+        "popularity,random",
+        "--out",
+        str(out),
+    )
+    assert ok.exit_code == 0, ok.output
+    md = (out / "report.md").read_text()
+    assert "dataset: workspace (history: a random 80% of each user's events)" in md
+    assert "| popularity |" in md and "cluster purity@10" in md  # the planted clusters
+    floors = run(ws, "--dataset", "workspace", "--record-floors")
+    assert floors.exit_code != 0 and "built-in" in floors.output
+    split = run(ws, "--dataset", "synthetic", "--split", "random")
+    assert split.exit_code != 0 and "--split is for --dataset workspace" in split.output

@@ -239,6 +239,13 @@ def _unit(v: UserVectors) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def similar_label(data) -> str:
+    """What similar_probe measures on this data set (EvalData): the report's column header."""
+    if data.clusters is not None:
+        return f"cluster purity@{PURITY_K}"
+    return "friends AUC" if data.friends is not None else "similar users"
+
+
 def similar_probe(split: Split, warm: UserVectors) -> dict[str, float]:
     """Friends vs random pairs (ROC-AUC of cosine) or planted-cluster purity@10."""
     data = split.data

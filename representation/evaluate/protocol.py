@@ -11,17 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from userrep import columns as C
 from userrep.data import synthetic
 from userrep.data.loaders import load_dataset
+from userrep.settings import WorkspacePaths
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "movielens-100k", "lastfm-2k")
+WORKSPACE = "workspace"  # the --dataset that reads a workspace's ingested tables instead
 # how each data set's history is cut: by time where times are real, at random where made up
 SPLIT_BY_TIME = {"synthetic": True, "movielens-100k": True, "lastfm-2k": False}
+SPLITS = ("time", "random")
 # small enough for tests and CI, big enough for a 200-item linear probe
 SYNTHETIC = synthetic.SyntheticConfig(
     n_users=1500, n_items=800, n_artists=160, n_clusters=8, events_per_user=40, seed=11
@@ -52,6 +56,12 @@ class EvalData:
     items: pd.DataFrame
     friends: pd.DataFrame | None = None
     clusters: pd.Series | None = None  # user_id -> planted cluster (synthetic only)
+    by_time: bool | None = None  # history = earliest events (True) or a random 80 % (False);
+    # None: the built-in data set's own cut (SPLIT_BY_TIME)
+
+    @property
+    def split_by_time(self) -> bool:
+        return SPLIT_BY_TIME[self.name] if self.by_time is None else self.by_time
 
 
 @dataclass
@@ -101,6 +111,47 @@ def load_eval_data(name: str) -> EvalData:
     return EvalData(name, d.events, d.users, d.items, d.friends)
 
 
+def load_workspace_data(paths: WorkspacePaths, split: str = "time") -> EvalData:
+    """A workspace's ingested tables as an evaluation data set: its accepted events, its users
+    (users seen only in events get their first event as sign-up, as `userrep train` reads them),
+    its catalog and friends graph where ingested, and the synthetic generator's planted clusters
+    where `userrep ingest --dataset synthetic` stored them. Items played but not in the catalog
+    (or every item, with no items ingested) get a catalog row without metadata, so the
+    collaborative encoder still sees them. split: "time" cuts each user's history at their 80 %
+    point in time, "random" at random (for made-up timestamps)."""
+    from representation.build import users_frame
+    from userrep.ingest import read_events
+    from userrep.ingest.tables import FRIEND_SCHEMA, ITEM_SCHEMA, read_table
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
+    events = read_events(paths)
+    if events.empty:
+        raise FileNotFoundError(f"no events in {paths.events}: run `userrep ingest` first")
+    events[C.WEIGHT] = events[C.WEIGHT].fillna(1.0)
+    friends = read_table(paths.friends, FRIEND_SCHEMA)
+    truth = paths.truth / "users.parquet"
+    clusters = None
+    if truth.exists() and C.CLUSTER in pq.read_schema(truth).names:
+        clusters = pd.read_parquet(truth, columns=[C.USER_ID, C.CLUSTER])
+        clusters = clusters.set_index(C.USER_ID)[C.CLUSTER]
+    items = read_table(paths.items, ITEM_SCHEMA)
+    bare = np.setdiff1d(events[C.ITEM_ID].to_numpy(np.int64), items[C.ITEM_ID].to_numpy(np.int64))
+    if len(bare):
+        log.info("workspace: %d played items have no catalog row (no text, no genres)", len(bare))
+        rows = ITEM_SCHEMA.empty_table().to_pandas().reindex(range(len(bare)))
+        items = pd.concat([items, rows.assign(**{C.ITEM_ID: bare})], ignore_index=True)
+    return EvalData(
+        WORKSPACE,
+        events,
+        users_frame(paths),
+        items,
+        friends if len(friends) else None,
+        clusters,
+        by_time=split == "time",
+    )
+
+
 def _history_rank(events: pd.DataFrame, by_time: bool, seed: int) -> np.ndarray:
     """Each event's position in its user's history order: by time, or a seeded shuffle."""
     key = events[C.TS].to_numpy() if by_time else np.random.default_rng(seed).random(len(events))
@@ -143,7 +194,7 @@ def user_item_matrix(
 def make_split(data: EvalData, seed: int, cfg: ProtocolConfig | None = None) -> Split:
     """The protocol's split for one seed: history / future per user, probe users, candidates."""
     cfg = cfg or ProtocolConfig()
-    history, future = split_events(data.events, SPLIT_BY_TIME[data.name], cfg, seed)
+    history, future = split_events(data.events, data.split_by_time, cfg, seed)
     user_ids = np.unique(history[C.USER_ID].to_numpy(np.int64))
     item_ids = np.union1d(
         data.items[C.ITEM_ID].to_numpy(np.int64), data.events[C.ITEM_ID].to_numpy(np.int64)

@@ -28,13 +28,14 @@ COLUMNS = (
     ("similar", "similar users"),
     ("cold_linear_auc", "cold linear AUC"),
 )
-SIMILAR = {"lastfm-2k": "friends AUC", "synthetic": "cluster purity@10"}
 Row = tuple[str, dict[str, float], str]  # (method, metrics, extra cells: dim, times)
 
 
-def _present(runs: Sequence[MethodRun]) -> list[tuple[str, str]]:
-    keys = {k for r in runs for k, v in r.metrics.items() if not math.isnan(v)}
-    return [(k, h) for k, h in COLUMNS if k in keys]
+def _present(run: EvalRun) -> list[tuple[str, str]]:
+    """(metric, header) of the columns some method scored; the similar-users header says what
+    that probe measured on this data set (friends AUC, cluster purity)."""
+    keys = {k for r in run.runs for k, v in r.metrics.items() if not math.isnan(v)}
+    return [(k, run.similar if k == "similar" else h) for k, h in COLUMNS if k in keys]
 
 
 def _fmt(v: float | None) -> str:
@@ -104,7 +105,7 @@ def verdicts(run: EvalRun, key: str = "z_u") -> list[dict]:
         by.setdefault(r.key, {})[r.seed] = r.metrics
     mine = by.get(key, {})
     out = []
-    for col, header in _present(run.runs):
+    for col, header in _present(run):
         base = {
             k: [v[s][col] for s in mine if s in v and not math.isnan(v[s].get(col, math.nan))]
             for k, v in by.items()
@@ -169,9 +170,7 @@ def _ablation_rows(run: EvalRun) -> list[Row]:
 
 def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
     """(title, note, table cells) in report order."""
-    cols = [
-        (k, SIMILAR.get(run.dataset, h) if k == "similar" else h) for k, h in _present(run.runs)
-    ]
+    cols = _present(run)
     extra = "dim|fit s|embed s"
     out = []
     if len(run.seeds) > 1:
@@ -213,10 +212,18 @@ def header(run: EvalRun) -> list[str]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return [
         f"command: `{run.command}`",
-        f"dataset: {run.dataset}; seeds: {', '.join(map(str, run.seeds))}; "
+        f"dataset: {run.dataset} (history: {_history_rule(run)}); "
+        f"seeds: {', '.join(map(str, run.seeds))}; "
         f"protocol: {json.dumps(asdict(run.protocol))}",
         f"wall time: {run.wall_s:.0f} s on {os.cpu_count()} cores (load average {load:.1f})",
     ]
+
+
+def _history_rule(run: EvalRun) -> str:
+    share = f"{run.protocol.history_fraction:.0%}"
+    if run.split == "time":
+        return f"each user's earliest {share} of events"
+    return f"a random {share} of each user's events"
 
 
 def to_markdown(run: EvalRun) -> str:

@@ -50,6 +50,8 @@ class EvalRun:
     command: str
     seeds: list[int]
     protocol: ProtocolConfig
+    split: str = "time"  # how histories were cut: "time" or "random" (EvalData.split_by_time)
+    similar: str = "similar users"  # what the similar-users probe measured (its column header)
     split_info: dict[int, dict[str, int]] = field(default_factory=dict)
     runs: list[MethodRun] = field(default_factory=list)
     ablations: list[MethodRun] = field(default_factory=list)
@@ -105,7 +107,8 @@ def evaluate(
     torch.set_num_threads(threads)
     warm_up_torch()
     data = load_eval_data(dataset) if isinstance(dataset, str) else dataset
-    run = EvalRun(data.name, command, list(seeds), protocol)
+    split_by = "time" if data.split_by_time else "random"
+    run = EvalRun(data.name, command, list(seeds), protocol, split_by, probes.similar_label(data))
     for seed in seeds:
         split = make_split(data, seed, protocol)
         run.split_info[seed] = _split_info(split)

@@ -22,8 +22,19 @@ def _csv(value: str | None) -> list[str]:
 @app.command("evaluate")
 def evaluate_cmd(
     dataset: Annotated[
-        str, typer.Option(help="synthetic | movielens-100k | lastfm-2k.")
+        str,
+        typer.Option(
+            help="synthetic | movielens-100k | lastfm-2k, or workspace: the events, users, "
+            "items and friends ingested into --workspace."
+        ),
     ] = "synthetic",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="With --dataset workspace: cut each user's history by time (default) or at "
+            "random (for made-up timestamps). The built-in data sets have their fixed cut."
+        ),
+    ] = None,
     seed: Annotated[
         list[int] | None,
         typer.Option(
@@ -66,19 +77,35 @@ def evaluate_cmd(
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
     from representation.evaluate import report
     from representation.evaluate.inputs import ABLATION_SWITCHES
-    from representation.evaluate.protocol import DATASETS, ProtocolConfig
+    from representation.evaluate.protocol import (
+        DATASETS,
+        WORKSPACE,
+        EvalData,
+        ProtocolConfig,
+        load_workspace_data,
+    )
     from representation.evaluate.runner import DEFAULT_METHODS, evaluate
 
     seeds, switches = seed or [0], _csv(ablate)
     chosen = _csv(methods) or list(DEFAULT_METHODS)
-    if dataset not in DATASETS:
-        fail(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
+    if dataset not in (*DATASETS, WORKSPACE):
+        fail(f"unknown dataset {dataset!r}: choose from {', '.join((*DATASETS, WORKSPACE))}")
+    if split is not None and dataset != WORKSPACE:
+        fail(f"--split is for --dataset {WORKSPACE}: {dataset} has the protocol's fixed cut")
+    if record_floors and dataset == WORKSPACE:
+        fail("--record-floors stores floors of the built-in data sets CI reruns, not a workspace's")
     if bad := sorted(set(switches) - set(ABLATION_SWITCHES)):
         fail(f"unknown ablation {bad}: choose from {', '.join(ABLATION_SWITCHES)}")
     if exclude_seen and record_floors:
         fail("--record-floors stores the protocol's floors: not with --exclude-seen")
     settings = state.settings
     out = out or settings.paths.reports / f"evaluate-{dataset}"
+    source: str | EvalData = dataset
+    if dataset == WORKSPACE:
+        try:
+            source = load_workspace_data(settings.paths, split or "time")
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err))
     command = "userrep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     columns = (
         TextColumn("{task.description}"),
@@ -97,7 +124,7 @@ def evaluate_cmd(
                 f"evaluate {dataset}", total=len(seeds) * (len(chosen) + len(switches))
             )
             run = evaluate(
-                dataset,
+                source,
                 seeds,
                 chosen,
                 switches,
