@@ -19,6 +19,7 @@ from representation import encoders as enc
 from representation import features as feat
 from representation.scale import engine_for
 from userrep import columns as C
+from userrep.ingest.tables import ITEM_SCHEMA, read_table
 from userrep.settings import Settings, WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def build_encoders(
     cfg = cfg or enc.EncoderConfig(seed=settings.seed)
     as_of = as_of or last_event_time(paths)
     events = events_until(paths, as_of, (C.USER_ID, C.ITEM_ID))
-    items = pd.read_parquet(paths.items)
+    items = read_table(paths.items, ITEM_SCHEMA)  # empty without a catalog: events only
     users = users_frame(paths)
     version = enc.encoder_version(as_of, _fingerprint(len(events), len(items), cfg, as_of))
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ class ItemVectors:
     version: str
     item_ids: np.ndarray  # (n_items,) int64
     collab: np.ndarray  # (n_items, collab_dim) float32, L2-normalised (zero if unseen)
-    content: np.ndarray  # (n_items, content_dim) float32, L2-normalised
+    content: np.ndarray  # (n_items, content_dim) float32, L2-normalised (zero: no metadata)
     genre_content: dict[str, np.ndarray]  # genre/tag word -> content vector (onboarding picks)
 
     def index(self, ids: np.ndarray) -> np.ndarray:
@@ -203,20 +203,31 @@ def build_item_vectors(
     embedder: TextEmbedder,
     version: str,
 ) -> ItemVectors:
-    """Fit both modality encoders on events (<= as-of) and embed every catalog item."""
+    """Fit both modality encoders on events (<= as-of) and embed every catalog item.
+
+    Items played but missing from the catalog (every item, when no catalog was ingested) are
+    embedded too: their collaborative vector comes from the events like any other's, and their
+    content vector is zero (no metadata to read), so no play is left out of the user features.
+    """
+    played = np.unique(events[C.ITEM_ID].to_numpy(np.int64))
+    bare = np.setdiff1d(played, items[C.ITEM_ID].to_numpy(np.int64))
+    if len(bare):
+        log.info("%d played items are not in the catalog: collaborative vectors only", len(bare))
+        items = pd.concat([items, pd.DataFrame({C.ITEM_ID: bare})], ignore_index=True)
     items = items.sort_values(C.ITEM_ID).reset_index(drop=True)
     item_ids = items[C.ITEM_ID].to_numpy(np.int64)
-    events = events[events[C.ITEM_ID].isin(item_ids)]
     collab = collaborative_vectors(events, item_ids, cfg)
-    raw = embedder.embed(item_texts(items))  # (n_items, 384)
-    pca = Pca.fit(raw, cfg.content_dim, cfg.seed)
-    content = pca.transform(raw, cfg.content_dim)
+    texts = item_texts(items)
+    described = np.array([t not in ("", ".") for t in texts])  # items with any metadata
+    content = np.zeros((len(items), cfg.content_dim), np.float32)
     words = _genre_words(items, users)
-    genre = (
-        pca.transform(embedder.embed(words), cfg.content_dim)
-        if words
-        else np.zeros((0, cfg.content_dim))
-    )
+    genre = np.zeros((len(words), cfg.content_dim), np.float32)
+    if described.any():
+        raw = embedder.embed([t for t, d in zip(texts, described, strict=True) if d])
+        pca = Pca.fit(raw, cfg.content_dim, cfg.seed)  # (n_described, 384) -> content_dim
+        content[described] = pca.transform(raw, cfg.content_dim)
+        if words:
+            genre = pca.transform(embedder.embed(words), cfg.content_dim)
     return ItemVectors(version, item_ids, collab, content, dict(zip(words, genre, strict=True)))
 
 

@@ -413,19 +413,23 @@ def test_an_ingested_workspace_evaluates_on_the_same_split_as_its_data(
         load_workspace_data(paths, "chronological")
 
 
-def test_a_workspace_without_a_catalog_gets_bare_item_rows(data: EvalData, tmp_path: Path) -> None:
-    """Only events ingested: every played item still enters the protocol, without metadata."""
+@pytest.mark.slow
+def test_an_events_only_workspace_is_evaluated_on_every_played_item(
+    data: EvalData, tmp_path: Path, text_cache: Path
+) -> None:
+    """Only events ingested (no catalog, no clusters): every played item is a protocol item,
+    there is no genre to probe, and z_u, whose encoders embed uncatalogued items from the
+    events alone, still carries each user's future."""
     paths = _ingested(dataclasses.replace(data, clusters=None), tmp_path / "ws", catalog=False)
     ws = load_workspace_data(paths)
-    assert set(ws.items[C.ITEM_ID]) == set(data.events[C.ITEM_ID])
-    assert ws.items[C.GENRES].isna().all() and ws.clusters is None and ws.friends is None
-    assert probes.genre_targets(make_split(ws, 0))[1] == []  # no genres: no genre probe
+    assert ws.items.empty and ws.clusters is None and ws.friends is None
+    split, _, zu, z = _fit_zu(ws, text_cache, "platform")
+    assert set(split.item_ids) == set(data.events[C.ITEM_ID])
+    assert probes.genre_targets(split)[1] == []  # no genres: no genre probe
+    assert not zu.vecs.content.any() and len(zu.vecs.item_ids) == len(split.item_ids)
+    assert probes.linear_probe(split, z) > 0.6
     with pytest.raises(FileNotFoundError, match="userrep ingest"):
         load_workspace_data(WorkspacePaths(tmp_path / "empty").ensure())
-
-
-def replace_clusters(data: EvalData) -> EvalData:
-    return dataclasses.replace(data, clusters=None)
 
 
 def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(

@@ -162,3 +162,44 @@ def test_streamed_chunks_end_on_user_boundaries_and_lose_no_pair() -> None:
     b = np.lexsort((streamed[C.ITEM_ID], streamed[C.USER_ID]))
     for key, col in whole.items():
         np.testing.assert_array_equal(streamed[key][b], col[a])
+
+
+def test_played_items_outside_the_catalog_get_collaborative_vectors(text_cache) -> None:
+    """Two planted taste groups (items 0-19 and 20-39, each user plays one group); the catalog
+    holds only 0-9 and 20-29. Uncatalogued items still get a collaborative vector, close to
+    their own group's, and a zero content vector (no metadata); an events-only workspace
+    (no catalog at all) embeds every played item the same way."""
+    from representation.encoders import EncoderConfig, TextEmbedder, build_item_vectors
+    from userrep.ingest.tables import ITEM_SCHEMA
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(80):
+        group = user % 2
+        for item in rng.choice(20, size=8, replace=False) + 20 * group:
+            rows.append((user, int(item)))
+    events = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID])
+    listed = [*range(10), *range(20, 30)]
+    catalog = pd.DataFrame(
+        {
+            C.ITEM_ID: listed,
+            C.TITLE: [f"song {i}" for i in listed],
+            C.ARTIST: ["band a" if i < 20 else "band b" for i in listed],
+            C.GENRES: ["rock" if i < 20 else "jazz" for i in listed],
+        }
+    )
+    cfg = EncoderConfig(collab_dim=8, content_dim=4, seed=0, min_item_count=1)
+    vecs = build_item_vectors(events, catalog, None, cfg, TextEmbedder(text_cache), "v")
+    np.testing.assert_array_equal(vecs.item_ids, np.arange(40))
+    bare = np.array([i not in listed for i in range(40)])
+    assert not vecs.content[bare].any() and (np.abs(vecs.content[~bare]).sum(1) > 0).all()
+    assert set(vecs.genre_content) == {"rock", "jazz"}
+    group = np.arange(40) // 20
+    centroid = np.stack([vecs.collab[~bare & (group == g)].mean(0) for g in (0, 1)])  # (2, 8)
+    nearest = np.argmax(vecs.collab[bare] @ centroid.T, axis=1)
+    np.testing.assert_array_equal(nearest, group[bare])
+    only_events = build_item_vectors(
+        events, ITEM_SCHEMA.empty_table().to_pandas(), None, cfg, TextEmbedder(text_cache), "v"
+    )
+    assert len(only_events.item_ids) == 40 and not only_events.content.any()
+    np.testing.assert_allclose(only_events.collab, vecs.collab)  # the events decide it alone

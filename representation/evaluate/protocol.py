@@ -115,10 +115,9 @@ def load_workspace_data(paths: WorkspacePaths, split: str = "time") -> EvalData:
     """A workspace's ingested tables as an evaluation data set: its accepted events, its users
     (users seen only in events get their first event as sign-up, as `userrep train` reads them),
     its catalog and friends graph where ingested, and the synthetic generator's planted clusters
-    where `userrep ingest --dataset synthetic` stored them. Items played but not in the catalog
-    (or every item, with no items ingested) get a catalog row without metadata, so the
-    collaborative encoder still sees them. split: "time" cuts each user's history at their 80 %
-    point in time, "random" at random (for made-up timestamps)."""
+    where `userrep ingest --dataset synthetic` stored them (played items missing from the catalog
+    are embedded without metadata, as `userrep encoders build` does). split: "time" cuts each
+    user's history at their 80 % point in time, "random" at random (for made-up timestamps)."""
     from representation.build import users_frame
     from userrep.ingest import read_events
     from userrep.ingest.tables import FRIEND_SCHEMA, ITEM_SCHEMA, read_table
@@ -135,17 +134,11 @@ def load_workspace_data(paths: WorkspacePaths, split: str = "time") -> EvalData:
     if truth.exists() and C.CLUSTER in pq.read_schema(truth).names:
         clusters = pd.read_parquet(truth, columns=[C.USER_ID, C.CLUSTER])
         clusters = clusters.set_index(C.USER_ID)[C.CLUSTER]
-    items = read_table(paths.items, ITEM_SCHEMA)
-    bare = np.setdiff1d(events[C.ITEM_ID].to_numpy(np.int64), items[C.ITEM_ID].to_numpy(np.int64))
-    if len(bare):
-        log.info("workspace: %d played items have no catalog row (no text, no genres)", len(bare))
-        rows = ITEM_SCHEMA.empty_table().to_pandas().reindex(range(len(bare)))
-        items = pd.concat([items, rows.assign(**{C.ITEM_ID: bare})], ignore_index=True)
     return EvalData(
         WORKSPACE,
         events,
         users_frame(paths),
-        items,
+        read_table(paths.items, ITEM_SCHEMA),
         friends if len(friends) else None,
         clusters,
         by_time=split == "time",
