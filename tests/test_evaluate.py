@@ -464,3 +464,20 @@ def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
     assert floors.exit_code != 0 and "built-in" in floors.output
     split = run(ws, "--dataset", "synthetic", "--split", "random")
     assert split.exit_code != 0 and "--split is for --dataset workspace" in split.output
+
+
+def test_spectrum_keeps_geometry_at_power_one_and_steepens_it_above() -> None:
+    from representation.evaluate.zu import Spectrum
+
+    rng = np.random.default_rng(0)
+    sd = np.array([4.0, 2.0, 1.0, 0.5])  # planted axis scales, then an arbitrary rotation
+    basis, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    z = (rng.normal(size=(5000, 4)) * sd) @ basis.T + 3.0
+    same = Spectrum.fit(z, 1.0, seed=0)(z)
+    d = lambda a: np.linalg.norm(a[:50, None] - a[None, :50], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(same), d(z), rtol=1e-4)  # a rotation: distances kept
+    steep = Spectrum.fit(z, 2.0, seed=0)(z)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(steep.T)))[::-1]
+    np.testing.assert_allclose(np.sqrt(eig), sd**2, rtol=0.05)  # each axis' sd squared
+    cols = steep.std(axis=0)
+    assert cols.max() / cols.min() < 0.5 * sd[0] ** 2 / sd[-1] ** 2  # spread over the columns
