@@ -177,42 +177,27 @@ def test_zu_beats_random_on_the_linear_probe(data: EvalData, text_cache: Path) -
     assert len(dropped.cols) == len(zu.cols) - 5 * zu.vecs.content.shape[1]
 
 
-@pytest.mark.slow
-def test_cli_writes_the_report(tmp_path: Path) -> None:
+def _evaluate_cli(ws: Path, *args: str):
     from userrep.cli import app
 
-    out = tmp_path / "report"
-    result = CliRunner().invoke(
-        app,
-        [
-            "-w",
-            str(tmp_path / "ws"),
-            "evaluate",
-            "--dataset",
-            "synthetic",
-            "--methods",
-            "popularity,random",
-            "--seed",
-            "0",
-            "--seed",
-            "1",
-            "--out",
-            str(out),
-        ],
-    )
+    return CliRunner().invoke(app, ["-w", str(ws), "evaluate", *args])
+
+
+@pytest.mark.slow
+def test_cli_writes_the_report(tmp_path: Path) -> None:
+    out, ws = tmp_path / "report", tmp_path / "ws"
+    methods = ["--methods", "popularity,random", "--seed", "0", "--seed", "1"]
+    result = _evaluate_cli(ws, "--dataset", "synthetic", *methods, "--out", str(out))
     assert result.exit_code == 0, result.output
     md = (out / "report.md").read_text()
     assert "Mean over seeds" in md and "| random |" in md and "cluster purity@10" in md
     assert "<table>" in (out / "report.html").read_text()
-    bad = CliRunner().invoke(app, ["-w", str(tmp_path / "ws"), "evaluate", "--ablate", "1y"])
-    assert bad.exit_code != 0
-    floors_off_protocol = CliRunner().invoke(
-        app, ["-w", str(tmp_path / "ws"), "evaluate", "--exclude-seen", "--record-floors"]
-    )
+    assert _evaluate_cli(ws, "--ablate", "1y").exit_code != 0
+    floors_off_protocol = _evaluate_cli(ws, "--exclude-seen", "--record-floors")
     assert floors_off_protocol.exit_code != 0 and "exclude-seen" in floors_off_protocol.output
     diag = tmp_path / "diag"
     args = ["--methods", "popularity", "--exclude-seen", "--out", str(diag)]
-    result = CliRunner().invoke(app, ["-w", str(tmp_path / "ws"), "evaluate", *args])
+    result = _evaluate_cli(ws, *args)
     assert result.exit_code == 0, result.output
     assert '"exclude_seen": true' in (diag / "report.md").read_text()
 
@@ -435,27 +420,14 @@ def test_an_events_only_workspace_is_evaluated_on_every_played_item(
 def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
     data: EvalData, tmp_path: Path
 ) -> None:
-    from userrep.cli import app
-
-    def run(ws: Path, *args: str):
-        return CliRunner().invoke(app, ["-w", str(ws), "evaluate", *args])
-
+    run = _evaluate_cli
     empty = run(tmp_path / "empty", "--dataset", "workspace")
     assert empty.exit_code != 0 and "userrep ingest" in empty.output
     ws = tmp_path / "ws"
     _ingested(data, ws)
     out = tmp_path / "report"
-    ok = run(
-        ws,
-        "--dataset",
-        "workspace",
-        "--split",
-        "random",
-        "--methods",
-        "popularity,random",
-        "--out",
-        str(out),
-    )
+    args = ["--split", "random", "--methods", "popularity,random", "--out", str(out)]
+    ok = run(ws, "--dataset", "workspace", *args)
     assert ok.exit_code == 0, ok.output
     md = (out / "report.md").read_text()
     assert "dataset: workspace (history: a random 80% of each user's events)" in md
