@@ -229,6 +229,33 @@ def test_verdict_pairs_zu_with_the_best_baseline_by_seed() -> None:
     assert "paired by seed" in to_markdown(run)
 
 
+def test_variants_are_paired_with_the_platform_zu_seed_by_seed() -> None:
+    """Planted: recipe x gains 0.05 on the linear probe on both seeds (better), moves GBDT by
+    +0.03 on one seed and -0.03 on the other (mean 0, within its own noise); the ablation loses
+    0.02 of GBDT on both seeds (worse)."""
+    from representation.evaluate.report import effects, to_markdown
+
+    def run(key: str, seed: int, linear: float, gbdt: float) -> MethodRun:
+        return MethodRun(key, key, seed, 64, 1.0, 0.1, {"linear_auc": linear, "gbdt_auc": gbdt})
+
+    zu = [run("z_u", 0, 0.70, 0.70), run("z_u", 1, 0.60, 0.80)]  # seeds differ: pairing matters
+    x = [run("z_u:x", 0, 0.75, 0.73), run("z_u:x", 1, 0.65, 0.77)]
+    ablated = [run("z_u - 7d", 0, 0.70, 0.68), run("z_u - 7d", 1, 0.60, 0.78)]
+    base = run("tfidf", 0, 0.9, 0.9)  # a baseline: not a z_u variant
+    ev = EvalRun("movielens-100k", "", [0, 1], ProtocolConfig(), runs=[*zu, *x, base])
+    ev.ablations = ablated
+    got = {e["method"]: e["columns"] for e in effects(ev)}
+    assert set(got) == {"z_u:x", "z_u - 7d"}
+    assert got["z_u:x"]["linear_auc"]["diff"] == pytest.approx(0.05)
+    assert got["z_u:x"]["linear_auc"]["verdict"] == "better"
+    assert got["z_u:x"]["gbdt_auc"]["diff"] == pytest.approx(0.0)
+    assert got["z_u:x"]["gbdt_auc"]["noise"] == pytest.approx(np.std([0.03, -0.03], ddof=1))
+    assert got["z_u:x"]["gbdt_auc"]["verdict"] == "within noise"
+    assert got["z_u - 7d"]["gbdt_auc"]["verdict"] == "worse"
+    assert got["z_u - 7d"]["linear_auc"]["verdict"] == "within noise"
+    assert "| z_u:x | 0, 1 | +0.050 better |" in to_markdown(ev)
+
+
 def test_floor_check_flags_only_drops_beyond_the_noise() -> None:
     floors = {"noise": {"linear_auc": 0.01}, "methods": {"z_u": {"linear_auc": 0.70}}}
 

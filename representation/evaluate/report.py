@@ -1,6 +1,7 @@
 """Render an EvalRun: markdown tables (one per seed, the mean over seeds with the seed-to-seed
-spread, z_u against the best baseline paired by seed, ablation decrements), the same as a
-self-contained HTML page, and JSON.
+spread, z_u against the best baseline paired by seed, z_u recipes and ablations against the
+platform z_u paired by seed, ablation decrements), the same as a self-contained HTML page, and
+JSON.
 """
 
 from __future__ import annotations
@@ -116,13 +117,7 @@ def verdicts(run: EvalRun, key: str = "z_u") -> list[dict]:
             continue
         best = max(scored, key=lambda k: scored[k])
         diffs = [mine[s][col] - by[best][s][col] for s in mine]
-        mean = sum(diffs) / len(diffs)
-        sd = (
-            math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-            if len(diffs) > 1
-            else 0.0
-        )
-        noise = max(MIN_NOISE, sd)
+        mean, noise = _paired(diffs)
         verdict = "clears" if mean >= 0 else "within noise" if mean >= -noise else "below"
         out.append(
             {
@@ -137,6 +132,48 @@ def verdicts(run: EvalRun, key: str = "z_u") -> list[dict]:
                 "verdict": verdict,
             }
         )
+    return out
+
+
+def _paired(diffs: Sequence[float]) -> tuple[float, float]:
+    """(mean, noise) of per-seed paired differences: noise = max(MIN_NOISE, their sd)."""
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else 0
+    return mean, max(MIN_NOISE, sd)
+
+
+def effects(run: EvalRun) -> list[dict]:
+    """Each z_u recipe (`z_u:<recipe>`) and each ablation against the platform z_u, paired by
+    seed, per column: the mean difference, its noise (as `verdicts`) and "better" / "worse"
+    beyond the noise or "within noise". What a change to z_u buys, read off one run."""
+    base = {r.seed: r.metrics for r in run.runs if r.key == "z_u"}
+    others: dict[str, list[MethodRun]] = {}
+    for r in [*run.runs, *run.ablations]:
+        if r.key != "z_u" and r.key.startswith("z_u") and r.seed in base:
+            others.setdefault(r.name, []).append(r)
+    out = []
+    for name, runs in others.items():
+        cells = {}
+        for col, _ in _present(run):
+            diffs = [r.metrics[col] - base[r.seed][col] for r in runs if col in r.metrics]
+            diffs = [d for d in diffs if not math.isnan(d)]
+            if len(diffs) == len(runs):
+                mean, noise = _paired(diffs)
+                word = "within noise" if abs(mean) <= noise else "better" if mean > 0 else "worse"
+                cells[col] = {"diff": mean, "noise": noise, "verdict": word}
+        out.append({"method": name, "seeds": [r.seed for r in runs], "columns": cells})
+    return out
+
+
+def _effect_cells(run: EvalRun) -> list[list[str]]:
+    cols = _present(run)
+    out = [["z_u variant", "seeds", *[h for _, h in cols]]]
+    for e in effects(run):
+        line = [e["method"], ", ".join(map(str, e["seeds"]))]
+        for col, _ in cols:
+            c = e["columns"].get(col)
+            line.append("-" if c is None else f"{c['diff']:+.3f} {c['verdict']}")
+        out.append(line)
     return out
 
 
@@ -189,6 +226,13 @@ def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
             f" max({MIN_NOISE}, the seed-to-seed standard deviation of that difference)."
         )
         out.append(("z_u against the best baseline, paired by seed", note, verdict))
+    effect = _effect_cells(run)
+    if len(effect) > 1:
+        note = (
+            "Each z_u recipe and ablation minus the platform z_u, paired by seed; better / worse"
+            f" beyond the noise (max({MIN_NOISE}, the sd of the difference)), else within noise."
+        )
+        out.append(("z_u variants against the platform z_u, paired by seed", note, effect))
     for seed in run.seeds:
         runs = [r for r in run.runs if r.seed == seed]
         out.append((f"Seed {seed}", _split_note(run, seed), _table(_seed_rows(runs), cols, extra)))
