@@ -155,7 +155,11 @@ def effects(run: EvalRun) -> list[dict]:
     for name, runs in others.items():
         cells = {}
         for col, _ in _present(run):
-            diffs = [r.metrics[col] - base[r.seed][col] for r in runs if col in r.metrics]
+            diffs = [
+                r.metrics[col] - base[r.seed][col]
+                for r in runs
+                if col in r.metrics and col in base[r.seed]
+            ]
             diffs = [d for d in diffs if not math.isnan(d)]
             if len(diffs) == len(runs):
                 mean, noise = _paired(diffs)
