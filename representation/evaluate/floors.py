@@ -17,7 +17,15 @@ from representation.evaluate.runner import EvalRun
 
 FLOORS_FILE = Path(__file__).with_name("floors.json")
 MIN_NOISE = 0.01  # DESIGN.md: differences under ~0.01 AUC are noise
-GUARDED = ("linear_auc", "linear_auc_cv", "gbdt_auc", "recall@10", "ndcg@10", "cold_linear_auc")
+GUARDED = (
+    "linear_auc",
+    "linear_auc_cv",
+    "gbdt_auc",
+    "recall@10",
+    "ndcg@10",
+    "similar",
+    "cold_linear_auc",
+)
 
 
 def _per_seed(run: EvalRun, key: str) -> dict[str, list[float]]:
