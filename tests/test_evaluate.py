@@ -463,6 +463,10 @@ def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
     assert floors.exit_code != 0 and "built-in" in floors.output
     split = run(ws, "--dataset", "synthetic", "--split", "random")
     assert split.exit_code != 0 and "--split is for --dataset workspace" in split.output
+    typo = run(ws, "--methods", "z_u,z_u:rotatd")
+    assert typo.exit_code != 0 and "unknown z_u recipe 'rotatd'" in typo.output
+    assert "spectrum-2" in typo.output  # the choices are listed
+    assert "unknown method 'svdd'" in run(ws, "--methods", "svdd").output
 
 
 def test_spectrum_keeps_geometry_at_power_one_and_steepens_it_above() -> None:

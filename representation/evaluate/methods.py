@@ -168,8 +168,10 @@ def _mult_vae() -> Method:
 
 
 def _zu(recipe: str) -> Method:
-    from representation.evaluate.zu import ZuMethod
+    from representation.evaluate.zu import RECIPES, ZuMethod
 
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown z_u recipe {recipe!r}: choose from {', '.join(RECIPES)}")
     return ZuMethod(recipe)
 
 
