@@ -223,20 +223,21 @@ def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
                 _table(rows, cols, extra, spread),
             )
         )
-    verdict = _verdict_cells(run)
-    if len(verdict) > 1:
-        note = (
+    paired = (
+        (
+            "z_u against the best baseline, paired by seed",
             "z_u minus the baseline with the best mean, on the same split of each seed; noise ="
-            f" max({MIN_NOISE}, the seed-to-seed standard deviation of that difference)."
-        )
-        out.append(("z_u against the best baseline, paired by seed", note, verdict))
-    effect = _effect_cells(run)
-    if len(effect) > 1:
-        note = (
+            f" max({MIN_NOISE}, the seed-to-seed standard deviation of that difference).",
+            _verdict_cells(run),
+        ),
+        (
+            "z_u variants against the platform z_u, paired by seed",
             "Each z_u recipe and ablation minus the platform z_u, paired by seed; better / worse"
-            f" beyond the noise (max({MIN_NOISE}, the sd of the difference)), else within noise."
-        )
-        out.append(("z_u variants against the platform z_u, paired by seed", note, effect))
+            f" beyond the noise (max({MIN_NOISE}, the sd of the difference)), else within noise.",
+            _effect_cells(run),
+        ),
+    )
+    out += [(title, note, cells) for title, note, cells in paired if len(cells) > 1]
     for seed in run.seeds:
         runs = [r for r in run.runs if r.seed == seed]
         out.append((f"Seed {seed}", _split_note(run, seed), _table(_seed_rows(runs), cols, extra)))
