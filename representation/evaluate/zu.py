@@ -95,6 +95,10 @@ RECIPES = {
     "identity-future-both-rand": Recipe(
         "identity-future-both-rand", identity=256, future=0.2, target="both", cut="random"
     ),
+    # the two-head target without the identity input (docs/quality.md, session 8: within noise
+    # of the platform on MovieLens, so the platform's inputs alone do not need it)
+    "future-both-time": Recipe("future-both-time", future=0.2, target="both"),
+    "future-both-rand": Recipe("future-both-rand", future=0.2, target="both", cut="random"),
     # diagnostics of the fixed-C linear probe (docs/quality.md, "Reshaping z_u's spectrum"): the
     # platform's z_u served rotated (same geometry) or with a steeper spectrum; the steeper one
     # lifts linear AUC at C = 1 on Last.fm and costs genre macro-F1 and friends AUC
