@@ -418,9 +418,12 @@ def test_an_ingested_workspace_evaluates_on_the_same_split_as_its_data(
     vectors = tfidf.embed(ctx, read.user_ids, read.history)
     assert probes.linear_probe(read, vectors) > 0.6
     assert probes.similar_probe(read, vectors)["similar"] > 2 / SMALL.n_clusters  # clusters read
-    # a random cut keeps the same users and events but moves some of them into the future
+    # a random cut keeps the same users and events but moves some of them into the future, and
+    # draws the same cut as the in-memory data set's (ingest keeps the events' order)
     rand = make_split(load_workspace_data(paths, "random"), 0)
     assert len(rand.history) == len(read.history) and (rand.fut != read.fut).nnz > 0
+    built_rand = make_split(dataclasses.replace(data, by_time=False), 0)
+    assert (built_rand.fut != rand.fut).nnz == 0
     with pytest.raises(ValueError, match="unknown split"):
         load_workspace_data(paths, "chronological")
 
