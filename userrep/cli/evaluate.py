@@ -77,7 +77,7 @@ def evaluate_cmd(
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
     from representation.evaluate import report
     from representation.evaluate.inputs import ABLATION_SWITCHES
-    from representation.evaluate.methods import make_method
+    from representation.evaluate.methods import method_factory
     from representation.evaluate.protocol import (
         DATASETS,
         WORKSPACE,
@@ -97,7 +97,7 @@ def evaluate_cmd(
         fail("--record-floors stores floors of the built-in data sets CI reruns, not a workspace's")
     for key in chosen:  # before any data is loaded: a typo fails in a second, not minutes
         try:
-            make_method(key)
+            method_factory(key)
         except ValueError as err:
             fail(str(err))
     if bad := sorted(set(switches) - set(ABLATION_SWITCHES)):
