@@ -11,17 +11,36 @@ from sklearn.metrics import roc_auc_score
 SPLITS = ("train", "val", "test")
 
 
+_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / phi: splitmix64's increment
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic): every input bit moves every
+    output bit, so ids one apart and seeds one apart give unrelated values."""
+    x = x.copy()
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
 def _user_hash(user_ids: np.ndarray, seed: int) -> np.ndarray:
-    """(n,) uniform-ish in [0, 1) from the user id: Fibonacci hashing."""
-    ids = np.asarray(user_ids, np.uint64)
-    h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)
-    return (h % np.uint64(10_000)).astype(np.float64) / 10_000.0
+    """(n,) uniform in [0, 1) from (user id, seed): splitmix64 of the id offset by a mixed seed,
+    so another seed reshuffles every user (a seed added after the multiply only shifted bits
+    that the top-bits cut then dropped)."""
+    ids = np.asarray(user_ids).astype(np.int64).view(np.uint64)  # negative ids wrap, no error
+    key = _splitmix64(np.array([seed], np.int64).view(np.uint64) + np.uint64(_GOLDEN))
+    h = _splitmix64(ids + key)  # (n,) uint64
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def split_users(
     user_ids: np.ndarray, test_frac: float = 0.3, val_frac: float = 0.1, seed: int = 0
 ) -> np.ndarray:
-    """ "train" / "val" / "test" per row from a hash of the user id: a user is in one split only."""
+    """ "train" / "val" / "test" per row from a hash of (user id, seed): a user is in one split
+    only, a seed gives the same split every time, and another seed an independent one."""
     u = _user_hash(user_ids, seed)  # (n,)
     return np.where(u < test_frac, "test", np.where(u < test_frac + val_frac, "val", "train"))
 

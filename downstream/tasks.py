@@ -222,14 +222,21 @@ def _cross_fit(
 
 
 def _spec(
-    task: str, feature_set: str, as_of: pd.Timestamp, window_days: int, design: Design
+    task: str,
+    feature_set: str,
+    as_of: pd.Timestamp,
+    window_days: int,
+    design: Design,
+    split_seed: int,
 ) -> dict[str, Any]:
-    """What scoring needs to rebuild the feature vector, saved beside the model."""
+    """What scoring needs to rebuild the feature vector, saved beside the model; split_seed
+    names its test users, so a later check (compat) scores only users it never fitted."""
     return {
         "task": task,
         "feature_set": feature_set,
         "as_of": as_of.isoformat(),
         "window_days": window_days,
+        "split_seed": split_seed,
         "feature_names": design.names,
         "dims": design.dims,
         "classes": design.classes,
@@ -248,11 +255,13 @@ def train_task(
     params: dict[str, Any] | None = None,
     name: str | None = None,
     exclude_seen: bool = False,
+    split_seed: int | None = None,
 ) -> TaskResult:
     """Train one task model; z_u models are registered pinned to their batch.
 
     as_of defaults to the batch's snapshot time: features as of T, labels in (T, T + window].
-    Curated / raw models are evaluated but not registered (nothing to pin them to).
+    split_seed picks the train / validation / test users (default settings.seed); it is saved
+    in the model's spec. Curated / raw models are evaluated but not registered.
     """
     from downstream.registry import register_model
 
@@ -266,13 +275,15 @@ def train_task(
     if pinned is not None:  # the gate sees exactly the rows the model will fit and be tested on
         used = frame[frame[C.Z_U].notna()]
         gate_training_set(settings, used, pinned, f"{task}@{pinned}@{as_of:%Y%m%dT%H%M%S}")
-    design = make_design(settings, frame, feature_set, seed=settings.seed)
-    model, metrics = fit_evaluate(design, family, params)
+    split_seed = settings.seed if split_seed is None else split_seed
+    design = make_design(settings, frame, feature_set, seed=split_seed)
+    model, metrics = fit_evaluate(design, family, params, seed=split_seed)
+    metrics["split_seed"] = split_seed
     log.info("%s / %s / %s: %s", task, family, feature_set, metrics)
     metrics["nulls"] = frame.attrs["nulls"]
     model_id = None
     if pinned is not None:
-        spec = _spec(task, feature_set, as_of, window_days, design)
+        spec = _spec(task, feature_set, as_of, window_days, design, split_seed)
         row = register_model(
             settings, model, task=task, batch_id=pinned, metrics=metrics, spec=spec, name=name
         )

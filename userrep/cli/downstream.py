@@ -28,6 +28,15 @@ WindowOpt = Annotated[int, typer.Option(help="Label window (T, T + days].")]
 SeenOpt = Annotated[
     bool, typer.Option(help="Future listening: leave out items the user had before T.")
 ]
+SplitSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--split-seed",
+        envvar="USERREP_SPLIT_SEED",
+        help="Seed of the user split: which users train, validate and test (a hash of user id "
+        "and seed; another seed gives an independent split). Default: USERREP_SEED.",
+    ),
+]
 
 
 def _gate_errors() -> tuple[type[Exception], ...]:
@@ -85,6 +94,7 @@ def train_cmd(
     window_days: WindowOpt = 7,
     name: Annotated[str | None, typer.Option(help="Model name (default: task-family).")] = None,
     exclude_seen: SeenOpt = False,
+    split_seed: SplitSeedOpt = None,
 ) -> None:
     """Train a GBDT on z_u of one batch, evaluate on held-out users, register it pinned."""
     from downstream.tasks import train_task
@@ -101,6 +111,7 @@ def train_cmd(
             window_days,
             name=name,
             exclude_seen=exclude_seen,
+            split_seed=split_seed,
         )
     except (BatchError, ValueError, *_gate_errors()) as err:  # type: ignore[misc]
         fail(str(err))
@@ -175,6 +186,14 @@ def compare_cmd(
             "(small data sets); 1: one train / val / test split by user."
         ),
     ] = 1,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of this comparison: the user split (or folds) every method shares, the "
+            "sampled negatives and the model fits; another seed gives an independent split. "
+            "Default: USERREP_SEED."
+        ),
+    ] = None,
 ) -> None:
     """Future listening: z_u vs curated, ALS, Mult-DAE, raw input, popularity; same split.
     Plus cold start (z_u vs onboarding picks vs popularity) and input ablations."""
@@ -185,8 +204,11 @@ def compare_cmd(
     try:
         switches = ["+".join(run) for run in parse_ablations(ablate or "")]
         times = [parse_time(t) for t in as_of or []]
+        settings = state.settings
+        if seed is not None:
+            settings = settings.model_copy(update={"seed": seed})
         table, _ = compare_baselines(
-            state.settings,
+            settings,
             times or None,
             batch,
             family,
