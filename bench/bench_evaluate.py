@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from representation.evaluate import report
-from representation.evaluate.runner import DEFAULT_METHODS, evaluate
+from evaluation import report
+from evaluation.runner import DEFAULT_METHODS, evaluate
 
 log = logging.getLogger("bench_evaluate")
 

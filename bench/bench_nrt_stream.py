@@ -43,7 +43,7 @@ def produce(stream: str, events: list[dict], rate: float, partitions: int) -> No
     """Producer process: XADD events at `rate` per second, in 10 ms ticks."""
     import redis
 
-    from representation.nrt.client import send_stream
+    from nrt.client import send_stream
 
     client = redis.Redis(host="127.0.0.1", port=6379)
     per_tick, t0 = max(1, int(rate / 100)), time.perf_counter()
@@ -134,7 +134,7 @@ class Run:
 
 
 def drain(run: Run, events: list[dict]) -> dict:
-    from representation.nrt.client import send_stream
+    from nrt.client import send_stream
 
     send_stream(run.client, run.stream, events, partitions=run.args.partitions)
     procs = run.start_consumers(idle_exit=1.0, phase="drain")

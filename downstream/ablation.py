@@ -1,5 +1,5 @@
 """Feature ablation for downstream tasks: retrain the batch's autoencoder without some input
-blocks (a horizon, a modality, onboarding, stats; representation/evaluate/inputs.ablate), embed
+blocks (a horizon, a modality, onboarding, stats; evaluation/inputs.ablate), embed
 the same users, and report how much the task loses against the published z_u.
 """
 
@@ -18,9 +18,9 @@ from downstream import labels as L
 from downstream.baselines import ABLATION, MethodResult, results_rows
 from downstream.tasks import fit_evaluate, label_row_times, make_design
 from downstream.training_set import build_training_set
+from evaluation.inputs import ABLATION_SWITCHES, ablate
 from representation import batches
 from representation.artifact import CONFIG_FILE, UserEncoder
-from representation.evaluate.inputs import ABLATION_SWITCHES, ablate
 from representation.inputs import InputLayout
 from representation.model import AutoencoderConfig
 from representation.train import TrainConfig, train_autoencoder

@@ -87,9 +87,9 @@ def als_user_factors(
 def mult_dae_user_vectors(
     settings: Settings, times: Sequence[pd.Timestamp], seed: int = 0, epochs: int = 50
 ) -> UserVectors:
-    """Mult-DAE (representation/evaluate/multvae.py with variational=False) fitted on the
+    """Mult-DAE (evaluation/multvae.py with variational=False) fitted on the
     multi-hot of events <= the first time; every user embedded from their events <= each T."""
-    from representation.evaluate.multvae import MultVae, MultVaeConfig
+    from evaluation.multvae import MultVae, MultVaeConfig
 
     first, *later = sorted(times)
     users, items, ui = _event_matrix(settings, first)

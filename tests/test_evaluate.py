@@ -13,12 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from downstream.metrics import auc, column_aucs
-from representation.encoders import ItemVectors
-from representation.evaluate import probes
-from representation.evaluate.floors import below_floor
-from representation.evaluate.inputs import ABLATION_SWITCHES, ablate, input_matrix
-from representation.evaluate.methods import make_context, make_method
-from representation.evaluate.protocol import (
+from evaluation import probes
+from evaluation.floors import below_floor
+from evaluation.inputs import ABLATION_SWITCHES, ablate, input_matrix
+from evaluation.methods import make_context, make_method
+from evaluation.protocol import (
     WORKSPACE,
     EvalData,
     ProtocolConfig,
@@ -27,8 +26,9 @@ from representation.evaluate.protocol import (
     load_workspace_data,
     make_split,
 )
-from representation.evaluate.runner import EvalRun, MethodRun
-from representation.evaluate.zu import TEXT_CACHE, ZuMethod
+from evaluation.runner import EvalRun, MethodRun
+from evaluation.zu import TEXT_CACHE, ZuMethod
+from representation.encoders import ItemVectors
 from representation.features import DEMO_DIM
 from representation.inputs import InputLayout
 from userrep import columns as C
@@ -205,7 +205,7 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
 def test_verdict_pairs_zu_with_the_best_baseline_by_seed() -> None:
     """Planted: the baseline "a" has the best mean; z_u trails it by 0.005 on both seeds in
     one column (within DESIGN's 0.01), by 0.05 in another (below), and leads in a third."""
-    from representation.evaluate.report import to_markdown, verdicts
+    from evaluation.report import to_markdown, verdicts
 
     def runs(key: str, per_seed: list[dict[str, float]]) -> list[MethodRun]:
         return [MethodRun(key, key, s, 64, 1.0, 0.1, m) for s, m in enumerate(per_seed)]
@@ -233,7 +233,7 @@ def test_variants_are_paired_with_the_platform_zu_seed_by_seed() -> None:
     """Planted: recipe x gains 0.05 on the linear probe on both seeds (better), moves GBDT by
     +0.03 on one seed and -0.03 on the other (mean 0, within its own noise); the ablation loses
     0.02 of GBDT on both seeds (worse)."""
-    from representation.evaluate.report import effects, to_markdown
+    from evaluation.report import effects, to_markdown
 
     def run(key: str, seed: int, linear: float, gbdt: float) -> MethodRun:
         return MethodRun(key, key, seed, 64, 1.0, 0.1, {"linear_auc": linear, "gbdt_auc": gbdt})
@@ -269,7 +269,7 @@ def test_floor_check_flags_only_drops_beyond_the_noise() -> None:
 
 
 def test_floors_are_seed_means_and_the_check_reads_the_mean() -> None:
-    from representation.evaluate.floors import record, seeds
+    from evaluation.floors import record, seeds
 
     def run_of(values: list[float]) -> EvalRun:
         runs = [
@@ -291,7 +291,7 @@ def test_floors_are_seed_means_and_the_check_reads_the_mean() -> None:
 
 
 def test_identity_prototype_marks_exactly_each_users_items() -> None:
-    from representation.evaluate.zu import _history_items
+    from evaluation.zu import _history_items
 
     events = pd.DataFrame(
         {C.USER_ID: [1, 1, 2, 2, 3, 3, 3], C.ITEM_ID: [10, 11, 10, 12, 10, 11, 11]}
@@ -348,7 +348,7 @@ def test_column_aucs_match_roc_auc_per_column_with_ties_and_masks() -> None:
 
 
 def test_future_prototype_holds_out_each_users_latest_events() -> None:
-    from representation.evaluate.zu import _early_late
+    from evaluation.zu import _early_late
 
     t0 = pd.Timestamp("2024-01-01", tz="UTC")
     days = [3, 1, 0, 2, 4, 5, 6, 7, 8, 9]  # user 1: 10 events, out of time order
@@ -375,7 +375,7 @@ def test_next_period_prototype_trains_and_embeds(data: EvalData, text_cache: Pat
 
 
 def test_a_recipe_with_an_unknown_target_or_cut_is_refused() -> None:
-    from representation.evaluate.zu import Recipe
+    from evaluation.zu import Recipe
 
     with pytest.raises(ValueError, match="target must be late|both"):
         Recipe("typo", future=0.2, target="lates")
@@ -473,7 +473,7 @@ def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
 
 
 def test_spectrum_keeps_geometry_at_power_one_and_steepens_it_above() -> None:
-    from representation.evaluate.zu import Spectrum
+    from evaluation.zu import Spectrum
 
     rng = np.random.default_rng(0)
     sd = np.array([4.0, 2.0, 1.0, 0.5])  # planted axis scales, then an arbitrary rotation

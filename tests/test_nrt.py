@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nrt.aggregates import pair_aggregates
+from nrt.config import NrtConfig
+from nrt.engine import APPLIED, DEAD_LETTER, DUPLICATE, NrtEngine
+from nrt.metrics import FileDeadLetters, read_dead_letters
 from representation import batches, build, pipeline
 from representation.encoders import load_item_vectors
 from representation.inputs import read_snapshot, to_matrix
-from representation.nrt.aggregates import pair_aggregates
-from representation.nrt.config import NrtConfig
-from representation.nrt.engine import APPLIED, DEAD_LETTER, DUPLICATE, NrtEngine
-from representation.nrt.metrics import FileDeadLetters, read_dead_letters
 from tests.conftest import Pipeline
 from userrep import columns as C
 from userrep.db import DownstreamModel, session_scope
@@ -177,7 +177,7 @@ def test_numpy_pair_aggregates_equal_the_duckdb_sql() -> None:
 
 
 def test_offline_schema_is_the_user_embedding_schema() -> None:
-    from representation.nrt.publish import EMBEDDING_SCHEMA
+    from nrt.publish import EMBEDDING_SCHEMA
 
     table = pipeline.embedding_table(
         np.array([1]), np.zeros((1, 4), np.float32), "b", pd.Timestamp("2024-01-01", tz="UTC")
@@ -224,7 +224,7 @@ def test_nrt_features_and_z_u_equal_a_batch_recomputation(
     states = engine.state.load(users)
     assert (states.as_of_us == when.value // 1000).all()
     group = engine.serving.groups()[0]
-    from representation.nrt.aggregates import feature_matrix
+    from nrt.aggregates import feature_matrix
 
     x_nrt = feature_matrix(states, group.vecs, group.layout, engine.features)
     z_nrt, _ = online(engine, users, world.batch_id)
@@ -360,7 +360,7 @@ def test_malformed_events_go_to_the_dead_letter_file_with_reason_and_are_counted
 def test_every_servable_batch_gets_its_own_vectors(built: Pipeline, tmp_path: Path) -> None:
     """Active batch A + ready batch B with a pinned downstream model: both stay fresh, each in
     its own space; users updated before B became servable are caught up in B at refresh."""
-    from representation.nrt.aggregates import feature_matrix
+    from nrt.aggregates import feature_matrix
     from representation.train import TrainConfig
 
     w = promoted_world(built, tmp_path / "ws")
@@ -448,7 +448,7 @@ def test_offline_files_are_point_in_time_correct(world: World, tmp_path: Path) -
 def test_http_service(world: World, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from representation.nrt.http import create_app
+    from nrt.http import create_app
 
     engine = make_engine(world, tmp_path)
     t = world.end + pd.Timedelta(hours=4)
@@ -494,8 +494,8 @@ def test_http_service(world: World, tmp_path: Path) -> None:
 
 
 def test_small_dense_weighted_means_equal_the_batch_helper() -> None:
+    from nrt import aggregates
     from representation import features as feat
-    from representation.nrt import aggregates
 
     rng = np.random.default_rng(5)
     rows = np.sort(rng.integers(0, 7, 300))

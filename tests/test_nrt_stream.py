@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from representation.nrt.client import send_stream
-from representation.nrt.config import NrtConfig
-from representation.nrt.engine import NrtEngine
-from representation.nrt.stream import RedisDeadLetters, StreamConsumer
+from nrt.client import send_stream
+from nrt.config import NrtConfig
+from nrt.engine import NrtEngine
+from nrt.stream import RedisDeadLetters, StreamConsumer
 from tests.conftest import Pipeline
 from tests.test_nrt import (
     World,
@@ -292,7 +292,7 @@ def test_http_service_on_redis_reads_the_fresh_vector(redis_world: World, tmp_pa
     event just wrote, as the synchronous SDK read does."""
     from fastapi.testclient import TestClient
 
-    from representation.nrt.http import create_app
+    from nrt.http import create_app
 
     engine = make_engine(redis_world, tmp_path)
     t = redis_world.end + pd.Timedelta(hours=5)

@@ -61,7 +61,7 @@ def evaluate_cmd(
         typer.Option(
             "--record-floors",
             help="Store z_u's scores of this run (mean over its seeds; noise = their spread) "
-            "as the data set's floor in representation/evaluate/floors.json: CI fails below it.",
+            "as the data set's floor in evaluation/floors.json: CI fails below it.",
         ),
     ] = False,
     exclude_seen: Annotated[
@@ -75,17 +75,17 @@ def evaluate_cmd(
     ] = False,
 ) -> None:
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
-    from representation.evaluate import report
-    from representation.evaluate.inputs import ABLATION_SWITCHES
-    from representation.evaluate.methods import method_factory
-    from representation.evaluate.protocol import (
+    from evaluation import report
+    from evaluation.inputs import ABLATION_SWITCHES
+    from evaluation.methods import method_factory
+    from evaluation.protocol import (
         DATASETS,
         WORKSPACE,
         EvalData,
         ProtocolConfig,
         load_workspace_data,
     )
-    from representation.evaluate.runner import DEFAULT_METHODS, evaluate
+    from evaluation.runner import DEFAULT_METHODS, evaluate
 
     seeds, switches = seed or [0], _csv(ablate)
     chosen = _csv(methods) or list(DEFAULT_METHODS)
@@ -143,7 +143,7 @@ def evaluate_cmd(
         fail(str(err))
     files = report.write(run, out)
     if record_floors:
-        from representation.evaluate import floors
+        from evaluation import floors
 
         floors.save(run)
         files.append(floors.FLOORS_FILE)

@@ -1,5 +1,5 @@
 """CLI, near-real-time stage: `userrep nrt serve | consume | send | bootstrap | status`, thin
-wrappers over representation.nrt (settings: USERREP_NRT_*, the flags override them)."""
+wrappers over nrt (settings: USERREP_NRT_*, the flags override them)."""
 
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ Stream = Annotated[str | None, typer.Option(help="Event stream (default userrep:
 
 
 def _config(**overrides: Any):  # -> NrtConfig
-    from representation.nrt.config import NrtConfig
+    from nrt.config import NrtConfig
 
     return NrtConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _engine(cfg: Any, dead_letters: Any):  # -> NrtEngine
-    from representation.nrt.engine import NrtEngine
+    from nrt.engine import NrtEngine
     from userrep.feast_store import apply_repo
 
     apply_repo(state.settings)  # idempotent: the user_embedding view exists for this workspace
@@ -48,8 +48,8 @@ def bootstrap_cmd(
     rebuild: Annotated[bool, typer.Option(help="Empty the state and load it again.")] = False,
 ) -> None:
     """Load the workspace's events and users into the NRT state (serve/consume do it once)."""
-    from representation.nrt.bootstrap import bootstrap
-    from representation.nrt.state import SqliteState
+    from nrt.bootstrap import bootstrap
+    from nrt.state import SqliteState
 
     cfg = _config(state_path=state_path)
     db = SqliteState(cfg.state_file(state.settings))
@@ -69,8 +69,8 @@ def serve_cmd(
     threads: Threads = None,
 ) -> None:
     """HTTP service: POST /events, GET /users/{id}/embedding?batch=B, /healthz, /metrics."""
-    from representation.nrt.http import serve
-    from representation.nrt.metrics import FileDeadLetters
+    from nrt.http import serve
+    from nrt.metrics import FileDeadLetters
 
     cfg = _config(
         host=host,
@@ -123,7 +123,7 @@ def consume_cmd(
     threads: Threads = None,
 ) -> None:
     """Redis Streams consumer (consumer group; resumes pending entries after a restart)."""
-    from representation.nrt.stream import RedisDeadLetters, StreamConsumer, redis_client
+    from nrt.stream import RedisDeadLetters, StreamConsumer, redis_client
 
     cfg = _config(
         stream=stream,
@@ -167,8 +167,8 @@ def send_cmd(
     partitions: Annotated[int, typer.Option(help="Route to stream:p<user_id % N>.")] = 1,
 ) -> None:
     """Send events to the HTTP service or onto the Redis stream."""
-    from representation.nrt.client import read_events_file, send_http, send_stream
-    from representation.nrt.stream import redis_client
+    from nrt.client import read_events_file, send_http, send_stream
+    from nrt.stream import redis_client
 
     events = (read_events_file(file) if file else []) + [json.loads(e) for e in event or []]
     if not events:
@@ -189,8 +189,8 @@ def send_cmd(
 @nrt_app.command("status")
 def status_cmd(state_path: StatePath = None) -> None:
     """What the NRT state holds and where dead letters are."""
-    from representation.nrt.metrics import read_dead_letters
-    from representation.nrt.state import SqliteState
+    from nrt.metrics import read_dead_letters
+    from nrt.state import SqliteState
 
     cfg = _config(state_path=state_path)
     db = SqliteState(cfg.state_file(state.settings))

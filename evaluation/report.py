@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from representation.evaluate.floors import MIN_NOISE
-from representation.evaluate.runner import EvalRun, MethodRun
+from evaluation.floors import MIN_NOISE
+from evaluation.runner import EvalRun, MethodRun
 
 # (metric key, column header); every metric is higher-is-better
 COLUMNS = (

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from representation.nrt.config import partition_stream
-from representation.nrt.stream import FIELD
+from nrt.config import partition_stream
+from nrt.stream import FIELD
 
 
 def read_events_file(path: Path | str) -> list[Any]:

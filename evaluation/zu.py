@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluation.inputs import ablate, input_matrix
+from evaluation.methods import Context, UserVectors
 from representation.artifact import UserEncoder
 from representation.encoders import EncoderConfig, ItemVectors, TextEmbedder, build_item_vectors
-from representation.evaluate.inputs import ablate, input_matrix
-from representation.evaluate.methods import Context, UserVectors
 from representation.inputs import InputLayout
 from representation.model import AutoencoderConfig, InputBlock
 from representation.targets import (

@@ -12,14 +12,14 @@ from typing import Protocol
 
 import numpy as np
 
-from representation.nrt.aggregates import FeatureCache, feature_matrix
-from representation.nrt.bootstrap import bootstrap
-from representation.nrt.config import NrtConfig
-from representation.nrt.events import Event, parse_events
-from representation.nrt.metrics import Metrics
-from representation.nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
-from representation.nrt.serving_set import ServedBatch, ServingSet
-from representation.nrt.state import SqliteState
+from nrt.aggregates import FeatureCache, feature_matrix
+from nrt.bootstrap import bootstrap
+from nrt.config import NrtConfig
+from nrt.events import Event, parse_events
+from nrt.metrics import Metrics
+from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
+from nrt.serving_set import ServedBatch, ServingSet
+from nrt.state import SqliteState
 from userrep.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from representation.evaluate.runner import EvalRun
+from evaluation.runner import EvalRun
 
 FLOORS_FILE = Path(__file__).with_name("floors.json")
 MIN_NOISE = 0.01  # DESIGN.md: differences under ~0.01 AUC are noise

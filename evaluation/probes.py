@@ -19,8 +19,8 @@ from sklearn.preprocessing import StandardScaler
 
 from downstream.metrics import auc, column_aucs, ranking_metrics
 from downstream.models import make_model
-from representation.evaluate.methods import UserVectors
-from representation.evaluate.protocol import Split
+from evaluation.methods import UserVectors
+from evaluation.protocol import Split
 from userrep import columns as C
 
 log = logging.getLogger(__name__)

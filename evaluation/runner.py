@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from representation.evaluate import probes
-from representation.evaluate.methods import BASELINES, Method, make_context, make_method
-from representation.evaluate.protocol import (
+from evaluation import probes
+from evaluation.methods import BASELINES, Method, make_context, make_method
+from evaluation.protocol import (
     EvalData,
     ProtocolConfig,
     Split,
@@ -23,7 +23,7 @@ from representation.evaluate.protocol import (
     load_eval_data,
     make_split,
 )
-from representation.evaluate.zu import RECIPES, TEXT_CACHE, ZuMethod
+from evaluation.zu import RECIPES, TEXT_CACHE, ZuMethod
 
 log = logging.getLogger(__name__)
 DEFAULT_METHODS = ("z_u", *BASELINES)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from representation.nrt.state import PLAY_DTYPE, UPSERT_PROFILE, UPSERT_WATERMARK, SqliteState
+from nrt.state import PLAY_DTYPE, UPSERT_PROFILE, UPSERT_WATERMARK, SqliteState
 from userrep import columns as C
 from userrep.settings import WorkspacePaths
 

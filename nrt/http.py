@@ -21,7 +21,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from representation.nrt.engine import DEAD_LETTER, DUPLICATE, NrtEngine, Outcome
+from nrt.engine import DEAD_LETTER, DUPLICATE, NrtEngine, Outcome
 from userrep import columns as C
 
 log = logging.getLogger(__name__)

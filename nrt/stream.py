@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from representation.nrt.config import NrtConfig
-from representation.nrt.engine import NrtEngine
+from nrt.config import NrtConfig
+from nrt.engine import NrtEngine
 from userrep.settings import Settings
 
 log = logging.getLogger(__name__)

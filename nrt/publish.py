@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from representation.nrt.state import SqliteState
+from nrt.state import SqliteState
 from userrep import columns as C
 from userrep.arrow import atomic_write_parquet, list_array
 from userrep.settings import Settings

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from nrt.events import US_PER_DAY
+from nrt.state import Profile, UserStates
 from representation import features as feat
 from representation.encoders import ItemVectors
 from representation.inputs import _LOG_FEATURES, _ZERO_IF_MISSING, InputLayout
-from representation.nrt.events import US_PER_DAY
-from representation.nrt.state import Profile, UserStates
 from userrep import columns as C
 from userrep.arrow import vectors_from_column
 

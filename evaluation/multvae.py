@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from representation.evaluate.methods import Context, UserVectors
+from evaluation.methods import Context, UserVectors
 
 log = logging.getLogger(__name__)
 

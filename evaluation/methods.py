@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from evaluation.protocol import Split, user_item_matrix
 from representation.encoders import EncoderConfig, collaborative_vectors
-from representation.evaluate.protocol import Split, user_item_matrix
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,13 @@ class RandomVectors:
 
 
 def _mult_vae() -> Method:
-    from representation.evaluate.multvae import MultVae
+    from evaluation.multvae import MultVae
 
     return MultVae()
 
 
 def _zu(recipe: str) -> Method:
-    from representation.evaluate.zu import ZuMethod
+    from evaluation.zu import ZuMethod
 
     return ZuMethod(recipe)
 
@@ -189,7 +189,7 @@ def method_factory(key: str) -> Callable[[], Method]:
     """What builds the method `key` (nothing is built); ValueError, listing the choices, for an
     unknown baseline or z_u recipe."""
     if key == "z_u" or key.startswith("z_u:"):
-        from representation.evaluate.zu import RECIPES
+        from evaluation.zu import RECIPES
 
         recipe = key.partition(":")[2] or "platform"
         if recipe not in RECIPES:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from representation.nrt.events import Event, Play, Signup
+from nrt.events import Event, Play, Signup
 
 log = logging.getLogger(__name__)
 
