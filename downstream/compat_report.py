@@ -1,6 +1,6 @@
 """The report's "retrain compatibility" section: for every downstream model with compatibility
-records (`userrep batches compat`), its metric on its own batch and on each newer batch used
-as-is, after alignment, and with the model retrained on that batch.
+records (`userrep batches compat`), its AUC on its own batch and on each newer batch used as
+served and unaligned, a retrained reference, the drop's bounds, and the verdict.
 
 Importing this module registers the section (downstream/report.py register_section).
 """
@@ -24,9 +24,33 @@ HEAD = (
     "unaligned",
     "aligned",
     "retrained",
-    "drop (own - aligned)",
-    "compatible",
+    "drop (own - aligned) [95 % bounds]",
+    "test users",
+    "lineage",
+    "verdict",
 )
+SCORERS = ("pinned", "unaligned", "aligned", "retrained")
+
+
+def _auc_cell(record: dict[str, Any], scorer: str) -> str:
+    """AUC, with its interval when the record has one."""
+    ci = record.get("metrics", {}).get(scorer, {}).get("auc_ci")
+    if scorer not in record or record[scorer] is None:
+        return "-"
+    return f"{record[scorer]:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _drop_cell(r: dict[str, Any]) -> str:
+    bounds = r.get("drop_bounds")
+    within = f" (max {r.get('max_drop', float('nan')):.4f})"
+    if not bounds:
+        return f"{r['drop']:+.4f}{within}"
+    return f"{r['drop']:+.4f} [{bounds[0]:+.4f}, {bounds[1]:+.4f}]{within}"
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    # a record without a verdict predates the bounds: it never allows a repin
+    return r.get("verdict") or ("unchecked (old record)" if r.get("compatible") else "no")
 
 
 def compat_rows(data: ReportData) -> list[list[Any]]:
@@ -39,16 +63,18 @@ def compat_rows(data: ReportData) -> list[list[Any]]:
     rows = []
     for model_id, task, by_batch in records:
         for batch_id, r in sorted(by_batch.items()):
+            lineage = r.get("lineage")
             rows.append(
                 [
                     model_id,
                     task,
                     r.get("from_batch", "-"),
                     batch_id,
-                    *(f"{r[k]:.4f}" if k in r else "-" for k in ("pinned", "unaligned")),
-                    *(f"{r[k]:.4f}" if k in r else "-" for k in ("aligned", "retrained")),
-                    f"{r['drop']:+.4f} (max {r.get('max_drop', float('nan')):.4f})",
-                    "yes" if r.get("compatible") else "no",
+                    *(_auc_cell(r, s) for s in SCORERS),
+                    _drop_cell(r),
+                    r.get("evidence", {}).get("n_test_users", "-"),
+                    "-" if lineage is None else ("yes" if lineage["found"] else "none"),
+                    _verdict(r),
                 ]
             )
     return rows
@@ -62,7 +88,9 @@ def compat_section(data: ReportData) -> Section | None:
         return None
     html_table, md_table = tables(HEAD, rows)
     note = (
-        "A model may be repinned (`userrep downstream repin`) only where compatible is yes: "
-        "the aligned batch loses at most max drop of the metric on a fresh labelled window."
+        "A model may be repinned (`userrep downstream repin`) only where the verdict is "
+        "compatible: the new batch descends from the pinned one through alignment records, and "
+        "the drop's one-sided 95 % upper bound (paired bootstrap over test users) is within max "
+        "drop, on enough test users. AUCs carry two-sided 95 % intervals."
     )
     return Section("Retrain compatibility", f"<p>{note}</p>{html_table}", f"{note}\n\n{md_table}")

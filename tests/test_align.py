@@ -257,8 +257,11 @@ def test_exact_rotation_aligns_and_the_pinned_model_moves_over(ws: Aligned) -> N
     with session_scope(ws.settings.metadata_db_url) as session:
         record = session.get(DownstreamModel, ws.model_id).metrics["compat"][batch_id]
     log.info("exact rotation: %s", record)
+    assert record["verdict"] == compat.COMPATIBLE, record["reasons"]
     assert record["compatible"] and abs(record["drop"]) < 1e-6
+    assert record["lineage"]["chain"] == [batch_id, ws.parent]
     assert record["unaligned"] < record["aligned"] - 0.02
+    assert record["evidence"]["n_test_users"] >= compat.MIN_TEST_USERS
     moved = _cli(ws, "downstream", "repin", ws.model_id, "--batch", batch_id)
     assert moved.exit_code == 0, moved.output
     with session_scope(ws.settings.metadata_db_url) as session:
@@ -289,9 +292,10 @@ def test_shuffled_batch_is_refused(ws: Aligned) -> None:
     )
     with session_scope(ws.settings.metadata_db_url) as session:
         batches.mark_ready(session, batch_id, len(frame))
-    record = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
-    log.info("shuffled: %s", record)
-    assert not record["compatible"] and record["drop"] > 0.05
+    result = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
+    log.info("shuffled: %s", result.record)
+    assert result.verdict == compat.INCOMPATIBLE and not result.lineage.found
+    assert result.evidence.drop > 0.05
     with pytest.raises(compat.CompatError, match="refusing"):
         compat.repin(ws.settings, ws.model_id, batch_id)
 
@@ -302,8 +306,10 @@ def test_real_retrain_breaks_unaligned_and_stays_close_aligned(ws: Aligned) -> N
     assert isinstance(pipeline.load_encoder(ws.settings, batch_id)[0], align.AlignedEncoder)
     with session_scope(ws.settings.metadata_db_url) as session:
         alignment = batches.get_batch(session, batch_id).alignment
-    record = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
+    result = compat.evaluate_compat(ws.settings, ws.model_id, batch_id)
+    record = result.record
     log.warning("real retrain: alignment %s, compat %s", alignment, record)
+    assert result.lineage.found
     assert record["pinned"] - record["unaligned"] > 0.05  # unaligned: the model is broken
     assert record["pinned"] - record["aligned"] < 0.5 * (record["pinned"] - record["unaligned"])
 
@@ -336,8 +342,13 @@ def test_report_lists_each_models_retrain_compatibility(ws: Aligned) -> None:
         "unaligned": 0.55,
         "aligned": 0.698,
         "retrained": 0.71,
+        "metrics": {"pinned": {"auc": 0.70, "auc_ci": [0.68, 0.72]}},
         "drop": 0.002,
+        "drop_bounds": [-0.001, 0.004],
         "max_drop": 0.005,
+        "evidence": {"n_test_users": 321},
+        "lineage": {"found": True, "chain": ["b-planted", ws.parent]},
+        "verdict": compat.COMPATIBLE,
         "compatible": True,
         "from_batch": ws.parent,
     }
@@ -351,8 +362,8 @@ def test_report_lists_each_models_retrain_compatibility(ws: Aligned) -> None:
         with session_scope(ws.settings.metadata_db_url) as session:
             task = session.get(DownstreamModel, ws.model_id).task
         assert cells[:4] == [ws.model_id, task, ws.parent, "b-planted"]
-        assert cells[4:8] == ["0.7000", "0.5500", "0.6980", "0.7100"]
-        assert cells[-1] == "yes"
+        assert cells[4:8] == ["0.7000 [0.680, 0.720]", "0.5500", "0.6980", "0.7100"]
+        assert cells[8:] == ["+0.0020 [-0.0010, +0.0040] (max 0.0050)", "321", "yes", "compatible"]
         page, _ = report.render(data)
         assert "Retrain compatibility" in page  # registered on import, in the default page
     finally:
