@@ -18,11 +18,10 @@ from downstream import labels as L
 from downstream.baselines import ABLATION, MethodResult, results_rows
 from downstream.tasks import fit_evaluate, label_row_times, make_design
 from downstream.training_set import build_training_set
-from evaluation.inputs import ABLATION_SWITCHES, ablate
 from representation import batches
 from representation.artifact import CONFIG_FILE, UserEncoder
 from representation.inputs import InputLayout
-from representation.model import AutoencoderConfig
+from representation.model import ABLATION_SWITCHES, AutoencoderConfig, ablate
 from representation.train import TrainConfig, train_autoencoder
 from userrep import columns as C
 from userrep.db import session_scope

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from baselines.als import Als
+from baselines.multvae import MultVae, MultVaeConfig
 from downstream import labels as L
 from downstream.label_times import label_times, window_for
 from downstream.matrix import item_matrix
@@ -65,40 +67,29 @@ def als_user_factors(
 ) -> UserVectors:
     """Implicit ALS on log(1 + weight) of events <= the first time; at each later time the
     users' factors are solved again from their events <= T against the fitted item factors."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
     first, *later = sorted(times)
     users, items, ui = _event_matrix(settings, first)
-    out: UserVectors = {}
-    with threadpool_limits(1, "blas"):  # implicit's advice: BLAS threads fight its own
-        model = AlternatingLeastSquares(
-            factors=factors, regularization=0.05, iterations=15, num_threads=1, random_state=seed
-        )
-        model.fit(ui, show_progress=False)
-        out[first] = users, np.asarray(model.user_factors, np.float32)
-        for t in later:
-            users_t, _, ui_t = _event_matrix(settings, t, items)
-            z = model.recalculate_user(np.arange(len(users_t)), ui_t)  # (users_t, factors)
-            out[t] = users_t, np.asarray(z, np.float32)
+    model = Als(factors=factors)
+    out: UserVectors = {first: (users, model.fit(ui, seed))}
+    for t in later:
+        users_t, _, ui_t = _event_matrix(settings, t, items)
+        out[t] = users_t, model.embed(ui_t)
     return out
 
 
 def mult_dae_user_vectors(
     settings: Settings, times: Sequence[pd.Timestamp], seed: int = 0, epochs: int = 50
 ) -> UserVectors:
-    """Mult-DAE (evaluation/multvae.py with variational=False) fitted on the
-    multi-hot of events <= the first time; every user embedded from their events <= each T."""
-    from evaluation.multvae import MultVae, MultVaeConfig
-
+    """Mult-DAE (baselines/multvae.py with variational=False) fitted on the multi-hot of
+    events <= the first time; every user embedded from their events <= each T."""
     first, *later = sorted(times)
     users, items, ui = _event_matrix(settings, first)
     model = MultVae(MultVaeConfig(variational=False, epochs=epochs))
-    model.fit_matrix(ui, seed)
-    out: UserVectors = {first: (users, model.embed_matrix(ui))}
+    model.fit(ui, seed)
+    out: UserVectors = {first: (users, model.embed(ui))}
     for t in later:
         users_t, _, ui_t = _event_matrix(settings, t, items)
-        out[t] = users_t, model.embed_matrix(ui_t)
+        out[t] = users_t, model.embed(ui_t)
     return out
 
 

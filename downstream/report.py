@@ -22,8 +22,8 @@ from downstream import labels as L
 from downstream import svg
 from downstream.baselines import COLD, WARM, MethodResult, metric_columns
 from downstream.costs import ModelCost
+from userrep.html import BASE_CSS
 from userrep.settings import Settings
-from validation.report import _CSS as BASE_CSS
 
 log = logging.getLogger(__name__)
 

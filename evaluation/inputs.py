@@ -21,13 +21,9 @@ import pyarrow as pa
 from representation.encoders import ItemVectors
 from representation.features import history_table, onboarding_table, pair_aggregates
 from representation.inputs import InputLayout, to_matrix
-from representation.model import InputBlock
 from userrep import columns as C
 
 T0 = pd.Timestamp("2030-01-01", tz="UTC")  # common as-of time after the shift
-ABLATION_SWITCHES = ("7d", "30d", "180d", "all", "collab", "content", "onboarding", "stats")
-
-
 def shift_to_cut(events: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Events and users with each user's times moved so their last event is at T0."""
     last = events.groupby(C.USER_ID)[C.TS].max()
@@ -68,29 +64,3 @@ def input_matrix(
 ) -> np.ndarray:
     """(len(user_ids), layout.dim) float32, NaN = missing, exactly as the autoencoder reads."""
     return to_matrix(feature_table(events, users, vecs, layout.horizon_list, user_ids), layout)
-
-
-def _matches(block: InputBlock, switch: str) -> bool:
-    return (
-        block.group == switch
-        or block.name.startswith(f"{switch}_")
-        or block.name == f"onboard_{switch}"
-    )
-
-
-def ablate(
-    blocks: Sequence[InputBlock], switches: Sequence[str]
-) -> tuple[np.ndarray, list[InputBlock]]:
-    """(kept column positions, re-tiled blocks) with every block named by a switch dropped."""
-    unknown = sorted(set(switches) - set(ABLATION_SWITCHES))
-    if unknown:
-        raise ValueError(f"unknown ablation {unknown}: choose from {', '.join(ABLATION_SWITCHES)}")
-    kept = [b for b in blocks if not any(_matches(b, s) for s in switches)]
-    if not kept:
-        raise ValueError(f"ablating {list(switches)} leaves no input")
-    cols = np.concatenate([np.arange(b.start, b.stop) for b in kept])
-    out, start = [], 0
-    for b in kept:
-        out.append(InputBlock(b.name, start, start + b.width, b.group))
-        start += b.width
-    return cols, out

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from baselines.als import Als, log_confidence
+from baselines.multvae import MultVae
 from evaluation.protocol import Split, user_item_matrix
 from representation.encoders import EncoderConfig, collaborative_vectors
 
@@ -92,31 +94,17 @@ class TruncatedSvd(TfIdf):
         return self.svd.transform(super().embed(ctx, user_ids, events)).astype(np.float32)
 
 
-class Als:
+class AlsMethod:
     """implicit ALS (64 factors) on log(1 + weight); users folded in by one least-squares step."""
 
     name, shared_s = "implicit ALS (64)", 0.0
 
-    def _weights(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> sp.csr_matrix:
-        m = ctx.matrix(user_ids, events).astype(np.float32)
-        m.data = np.log1p(np.maximum(m.data, 0.0))
-        return m
-
     def fit(self, ctx: Context) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # implicit's advice: BLAS threads fight its own
-            self.model = AlternatingLeastSquares(
-                factors=64, regularization=0.05, iterations=15, num_threads=1, random_state=ctx.seed
-            )
-            self.model.fit(
-                self._weights(ctx, ctx.split.user_ids, ctx.split.history), show_progress=False
-            )
+        self.model = Als()
+        self.model.fit(log_confidence(ctx.matrix(ctx.split.user_ids, ctx.split.history)), ctx.seed)
 
     def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
-        rows = self._weights(ctx, user_ids, events)
-        return np.asarray(self.model.recalculate_user(np.arange(len(user_ids)), rows), np.float32)
+        return self.model.embed(log_confidence(ctx.matrix(user_ids, events)))
 
 
 class PpmiMean:
@@ -161,10 +149,17 @@ class RandomVectors:
         )
 
 
-def _mult_vae() -> Method:
-    from evaluation.multvae import MultVae
+class MultVaeMethod:
+    """Mult-VAE (Liang et al. 2018) on the binary multi-hot of history items."""
 
-    return MultVae()
+    name, shared_s = "Mult-VAE (Liang et al. 2018)", 0.0
+
+    def fit(self, ctx: Context) -> None:
+        self.model = MultVae()
+        self.model.fit(ctx.split.hist, ctx.seed)
+
+    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
+        return self.model.embed(ctx.matrix(user_ids, events, binary=True))
 
 
 def _zu(recipe: str) -> Method:
@@ -177,9 +172,9 @@ BASELINES = ("tfidf", "svd", "als", "ppmi-mean", "mult-vae", "popularity", "rand
 FACTORIES: dict[str, Callable[[], Method]] = {
     "tfidf": TfIdf,
     "svd": TruncatedSvd,
-    "als": Als,
+    "als": AlsMethod,
     "ppmi-mean": PpmiMean,
-    "mult-vae": _mult_vae,
+    "mult-vae": MultVaeMethod,
     "popularity": Popularity,
     "random": RandomVectors,
 }

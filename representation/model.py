@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -166,3 +167,33 @@ class UserAutoencoder(nn.Module):
         z = self.encode(x)  # (batch, latent_dim)
         recon = self.decoder(z)  # (batch, input_dim)
         return recon, z
+
+
+# input blocks an ablation can drop: a horizon, a modality, the onboarding or the stats group
+ABLATION_SWITCHES = ("7d", "30d", "180d", "all", "collab", "content", "onboarding", "stats")
+
+
+def _matches(block: InputBlock, switch: str) -> bool:
+    return (
+        block.group == switch
+        or block.name.startswith(f"{switch}_")
+        or block.name == f"onboard_{switch}"
+    )
+
+
+def ablate(
+    blocks: Sequence[InputBlock], switches: Sequence[str]
+) -> tuple[np.ndarray, list[InputBlock]]:
+    """(kept column positions, re-tiled blocks) with every block named by a switch dropped."""
+    unknown = sorted(set(switches) - set(ABLATION_SWITCHES))
+    if unknown:
+        raise ValueError(f"unknown ablation {unknown}: choose from {', '.join(ABLATION_SWITCHES)}")
+    kept = [b for b in blocks if not any(_matches(b, s) for s in switches)]
+    if not kept:
+        raise ValueError(f"ablating {list(switches)} leaves no input")
+    cols = np.concatenate([np.arange(b.start, b.stop) for b in kept])
+    out, start = [], 0
+    for b in kept:
+        out.append(InputBlock(b.name, start, start + b.width, b.group))
+        start += b.width
+    return cols, out

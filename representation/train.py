@@ -57,26 +57,19 @@ class TrainConfig:
     min_delta: float = 1e-4  # relative val improvement that counts as one
     seed: int = 0  # seeds init, split, batch order, noise, masks and dropout: same seed, same z
     bf16: bool | None = None  # bfloat16 autocast for training matmuls; None = auto (for_users):
-    # on for large data (the step grew) where this CPU runs a training-shaped bf16 step at least
-    # BF16_MIN_SPEEDUP x faster than float32 (bf16_speedup). Same held-out loss and cluster purity
-    # at 200k users (docs/quality.md); ~1.7x faster epochs on an AMD EPYC with AVX512-BF16, slower
-    # on an Intel VM without working AMX, where auto stays float32. Evaluation, validation and
-    # embedding always run float32
+    # on for large data where this CPU runs a bf16 step >= BF16_MIN_SPEEDUP x faster than float32
+    # (docs/quality.md). Evaluation, validation and embedding always run float32
     item_weight: float = 0.05  # item decoder (only with item targets, representation/targets.py):
     # weight of its multinomial NLL beside the per-column feature MSE (~1 a column); 0 = off
     item_vocab: int = 4096  # the decoder predicts the most popular items, at most this many
     item_sample: int = 1024  # candidate items per training step for the item softmax's
     # normaliser (ItemLoss); 0 = the exact softmax over the whole vocabulary
     tag_weight: float = 1.0  # tag decoder (only with tag targets, representation/targets.py):
-    # weight of its soft-label cross-entropy over the user's genre / tag shares; 0 = off.
-    # docs/quality.md: 1.0 raised genre macro-F1, R@10 and NDCG on Last.fm; 3 and 5 no better
+    # weight of its soft-label cross-entropy over the user's genre / tag shares; 0 = off
     tag_vocab: int = 256  # the tag decoder predicts the most used genres / tags, at most this many
     compat_weight: float = 0.3  # BCT term (only with parent anchors): weight of the anchor
-    # users' squared distance to their parent z_u, relative to the parent's z_u variance.
-    # bench/bench_align_study.py (synthetic, 4,000 users, 3 retrains, docs/alignment.md): 0.3
-    # and 1.0 cut the unmapped residual 1.48 -> 0.33 / 0.28 with the same pinned-model drop
-    # (<= 0.004 AUC at drift 0.25 and 0.5), but 1.0 costs the linear probe 0.005 to 0.006 AUC
-    # at those drifts, compounding along a chain of batches, and 0.3 costs 0.0002 to 0.0008
+    # users' squared distance to their parent z_u, relative to the parent's z_u variance;
+    # docs/alignment.md measures the trade against the linear probe
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.min_steps < 1:
@@ -96,11 +89,9 @@ class TrainConfig:
         bf16 = None resolved (on when the step grew and speedup(), default bf16_speedup, is at
         least BF16_MIN_SPEEDUP).
 
-        Per-step costs (optimizer, op dispatch, thread wake-ups) dominate a 512-user CPU step:
-        at 200k synthetic users, 2,048-user steps train ~1.5x faster per epoch with the same
-        early-stopped quality (held-out loss within 0.2 %, kNN cluster purity within noise;
-        docs/quality.md, "Step size at scale"). Small data keeps batch_size, whose many steps
-        per epoch it needs: every data set under 64 x 1,024 = 65,536 training users does."""
+        Per-step costs (optimizer, op dispatch, thread wake-ups) dominate a 512-user CPU step,
+        so large data takes larger steps (docs/quality.md, "Step size at scale"); small data
+        keeps the many steps per epoch it needs."""
         batch = self.batch_size
         while batch * 2 <= self.max_batch_size and n_train // (batch * 2) >= self.min_steps:
             batch *= 2
@@ -141,7 +132,7 @@ def bf16_speedup() -> float:
     """float32 / bf16 time of a training-shaped step (2,048 x 680 -> 256 -> 680, forward and
     backward) on this CPU, with training's thread count; 0.0 when the CPU has no bf16 dot
     product instructions or the bf16 step dies. It runs in a subprocess (~3 s, once per
-    process): a VM here advertised amx_bf16 and a bf16 matmul died with "Illegal instruction"."""
+    process) because a CPU may advertise amx_bf16 and still die on a bf16 matmul."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: stay float32
@@ -371,7 +362,7 @@ class TagLoss:
 
 
 class ItemLosses:
-    """The sum of several decoder terms over one z (e.g. the history, the next period, tags)."""
+    """The sum of several decoder terms over one z (the item head and the tag head)."""
 
     def __init__(self, losses: Sequence[ItemLoss | TagLoss]):
         self.losses = list(losses)
@@ -386,25 +377,19 @@ def decoder_loss(
     latent_dim: int,
     n_users: int,
     items: sp.csr_matrix | None = None,
-    next_items: sp.csr_matrix | None = None,
     tags: sp.csr_matrix | None = None,
     item_seed: int | None = None,
 ) -> ItemLoss | TagLoss | ItemLosses | None:
     """The training-time decoder heads on z that cfg turns on and that have targets: the item
-    head (and next_items' second one), the tag head; None when there are none, their sum when
-    several. Every target matrix has one row per user (rows as x). item_seed: the item head's
+    head, the tag head; None when there are none, their sum when both. Every target matrix has one row per user (rows as x). item_seed: the item head's
     sampling seed (default cfg.seed + 3; a DDP rank passes its own)."""
-    for t in (items, next_items, tags):
+    for t in (items, tags):
         if t is not None and t.shape[0] != n_users:
             raise ValueError(f"decoder targets have {t.shape[0]} rows, x has {n_users}")
     losses: list[ItemLoss | TagLoss] = []
     if items is not None and items.shape[1] > 0 and cfg.item_weight > 0:
         seed = cfg.seed + 3 if item_seed is None else item_seed
         losses.append(ItemLoss(items, latent_dim, cfg.item_weight, cfg.item_sample, seed))
-        if next_items is not None:
-            losses.append(
-                ItemLoss(next_items, latent_dim, cfg.item_weight, cfg.item_sample, cfg.seed + 4)
-            )
     if tags is not None and tags.shape[1] > 0 and cfg.tag_weight > 0:
         losses.append(TagLoss(tags, latent_dim, cfg.tag_weight))
     if len(losses) > 1:
@@ -484,7 +469,6 @@ def train_autoencoder(
     on_epoch: Callable[[int, float, float], None] | None = None,
     anchors: Anchors | None = None,
     items: sp.csr_matrix | None = None,
-    next_items: sp.csr_matrix | None = None,
     tags: sp.csr_matrix | None = None,
 ) -> TrainResult:
     """Fit normaliser and autoencoder on x (users, input_dim; NaN = missing), early-stopped.
@@ -492,8 +476,6 @@ def train_autoencoder(
     With items (binary (users, vocab), rows as x; representation/targets.py), a linear item
     decoder is trained beside the feature decoder (train_config.item_weight times its NLL,
     in the early-stopping loss too) so z_u keeps which items a user had; it is not saved.
-    With next_items as well (same shape; e.g. the items of a later period, the next-period
-    prototype in evaluate/zu.py), a second head of the same weight decodes them from the same z.
     With tags ((users, tags) shares, rows summing to 1; representation/targets.py), a tag head
     (train_config.tag_weight) decodes the user's genre / tag shares; training-time only too.
 
@@ -517,7 +499,7 @@ def train_autoencoder(
         compat = None
         if anchors is not None and cfg.compat_weight > 0:
             compat = CompatTerm(anchors, len(x), cfg.compat_weight)
-        item_loss = decoder_loss(cfg, config.latent_dim, len(x), items, next_items, tags)
+        item_loss = decoder_loss(cfg, config.latent_dim, len(x), items, tags)
         step_cfg = cfg.for_users(len(train_rows))  # the step size for this many users
         metrics = _fit(model, xs, train_rows, val_rows, step_cfg, rng, on_epoch, compat, item_loss)
     model.eval()

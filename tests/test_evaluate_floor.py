@@ -1,4 +1,4 @@
-"""z_u must not fall below the floors recorded in evaluation/floors.json by more
+"""z_u must not fall below the floors recorded in tests/data/floors.json by more
 than the measured seed-to-seed noise (the mean over the floor's seeds against the floor, which is
 that mean when it was recorded): on the built-in synthetic world always, so every CI run guards
 z_u's quality, and on MovieLens 100K where the data set is present.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.floors import FLOORS_FILE, below_floor, seeds
 from evaluation.runner import evaluate
+from tests.floors import FLOORS_FILE, below_floor, seeds
 from userrep.data.loaders import dataset_dir
 
 pytestmark = [pytest.mark.slow]

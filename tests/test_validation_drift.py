@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.drift_world import build_features, world_config
 from userrep.settings import Settings
-from validation.calibrate import build_features, world_config
 from validation.pipeline import validate_features
 
 pytestmark = pytest.mark.slow

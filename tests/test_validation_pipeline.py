@@ -94,7 +94,7 @@ def test_a_new_snapshot_of_the_same_batch_is_compared_in_its_own_space(ws: Works
     (no alignment): the whole-vector checks run and hold, and what may flag is only the spread
     or shape of single dimensions (the last week adds ~10% brand-new users). Returning users
     alone pass; a planted doubling of two dimensions' spread fails on exactly those two."""
-    from validation.calibrate import publish
+    from tests.drift_world import publish
     from validation.config import ValidationConfig
     from validation.drift import dim_column
     from validation.frames import load_zu

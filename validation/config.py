@@ -2,7 +2,7 @@
 suites (validation/suites.py, drift.py) read them.
 """
 
-# Defaults come from `python -m validation.calibrate`: 3000 synthetic users, snapshots a week
+# Defaults come from `bench/calibrate_validation.py`: 3000 synthetic users, snapshots a week
 # and 4 months apart, with and without planted taste drift, in two worlds: mature (150 plays
 # per user, no sign-up burst) and default-like (40 plays per user, 10% of users sign up in the
 # last week). "Null" below = no planted change; each field's comment quotes the measurement.

@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from userrep.html import BASE_CSS
 from validation.outcome import ValidationOutcome
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}
-th{background:#f3f3f3;text-align:left}.fail{background:#fde2e2}.warn{background:#fff4d6}
-.ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}.hist{display:inline-block;margin:8px}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}
-"""
 _REF, _CAND = "#4c78a8", "#f58518"
 WIDTH, HEIGHT, BINS = 320, 160, 30
 
@@ -97,7 +91,7 @@ def render(outcome: ValidationOutcome) -> str:
     title = html.escape(f"{outcome.target_kind} {outcome.target_ref}")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{title}: {verdict}</h1>"
+        f"<style>{BASE_CSS}</style></head><body><h1>{title}: {verdict}</h1>"
         f"<p>suite <b>{html.escape(outcome.suite)}</b>, {len(outcome.checks)} expectations, "
         f"{len(outcome.warnings)} warnings</p><pre>{html.escape(json.dumps(context, indent=1))}"
         f"</pre>{drifted}<h2>Expectations</h2><table><tr><th>suite</th><th>expectation</th>"

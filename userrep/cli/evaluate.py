@@ -56,27 +56,18 @@ def evaluate_cmd(
         Path | None,
         typer.Option(help="Report folder (default: <workspace>/reports/evaluate-<dataset>)."),
     ] = None,
-    record_floors: Annotated[
-        bool,
-        typer.Option(
-            "--record-floors",
-            help="Store z_u's scores of this run (mean over its seeds; noise = their spread) "
-            "as the data set's floor in evaluation/floors.json: CI fails below it.",
-        ),
-    ] = False,
     exclude_seen: Annotated[
         bool,
         typer.Option(
             "--exclude-seen",
             help="Diagnostic, off the protocol: fit and score only (user, candidate) pairs whose "
             "item is not in the user's history, so no probe gains from knowing what a user "
-            "already has (docs/quality.md). Cannot be recorded as floors.",
+            "already has (docs/quality.md).",
         ),
     ] = False,
 ) -> None:
     """Score z_u and the baselines on the fixed protocol; report.md, report.html, results.json."""
     from evaluation import report
-    from evaluation.inputs import ABLATION_SWITCHES
     from evaluation.methods import method_factory
     from evaluation.protocol import (
         DATASETS,
@@ -86,6 +77,7 @@ def evaluate_cmd(
         load_workspace_data,
     )
     from evaluation.runner import DEFAULT_METHODS, evaluate
+    from representation.model import ABLATION_SWITCHES
 
     seeds, switches = seed or [0], _csv(ablate)
     chosen = _csv(methods) or list(DEFAULT_METHODS)
@@ -93,8 +85,6 @@ def evaluate_cmd(
         fail(f"unknown dataset {dataset!r}: choose from {', '.join((*DATASETS, WORKSPACE))}")
     if split is not None and dataset != WORKSPACE:
         fail(f"--split is for --dataset {WORKSPACE}: {dataset} has the protocol's fixed cut")
-    if record_floors and dataset == WORKSPACE:
-        fail("--record-floors stores floors of the built-in data sets CI reruns, not a workspace's")
     for key in chosen:  # before any data is loaded: a typo fails in a second, not minutes
         try:
             method_factory(key)
@@ -102,8 +92,6 @@ def evaluate_cmd(
             fail(str(err))
     if bad := sorted(set(switches) - set(ABLATION_SWITCHES)):
         fail(f"unknown ablation {bad}: choose from {', '.join(ABLATION_SWITCHES)}")
-    if exclude_seen and record_floors:
-        fail("--record-floors stores the protocol's floors: not with --exclude-seen")
     settings = state.settings
     out = out or settings.paths.reports / f"evaluate-{dataset}"
     source: str | EvalData = dataset
@@ -142,10 +130,5 @@ def evaluate_cmd(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     files = report.write(run, out)
-    if record_floors:
-        from evaluation import floors
-
-        floors.save(run)
-        files.append(floors.FLOORS_FILE)
     console.print(report.to_markdown(run), markup=False, highlight=False)
     console.print(f"wall time {run.wall_s:.0f} s; reports: {', '.join(str(f) for f in files)}")

@@ -1,5 +1,6 @@
-"""Quality floors: the z_u scores measured on a data set (floors.json beside this module) and
-the check that a new run has not dropped below them by more than the measured seed noise.
+"""Quality floors (test data): the z_u scores measured on a data set (tests/data/floors.json)
+and the check that a new run has not dropped below them by more than the measured seed noise.
+Record a data set's floor with `python -m tests.floors DATASET --seed 0 --seed 1 --seed 2`.
 
 A floor is the mean over several protocol seeds, and the check compares the mean of a run over
 the same seeds. One seed is not enough: the same seed on another CPU trains along another float
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.runner import EvalRun
+from evaluation.report import MIN_NOISE
+from evaluation.runner import EvalRun, evaluate
 
-FLOORS_FILE = Path(__file__).with_name("floors.json")
-MIN_NOISE = 0.01  # DESIGN.md: differences under ~0.01 AUC are noise
+FLOORS_FILE = Path(__file__).with_name("data") / "floors.json"
 GUARDED = (
     "linear_auc",
     "linear_auc_cv",
@@ -81,3 +82,20 @@ def below_floor(run: EvalRun, floors: dict) -> list[str]:
             if got < floor - tolerance:
                 out.append(f"{key} {metric}: {got:.4f} < {floor} - {tolerance}")
     return out
+
+
+def main() -> None:
+    """Rerun z_u on a data set over the given seeds and store the result as its floor."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("dataset")
+    parser.add_argument("--seed", type=int, action="append", default=None)
+    args = parser.parse_args()
+    run = evaluate(args.dataset, args.seed or [0, 1, 2], ["z_u"])
+    save(run)
+    print(f"{args.dataset}: floors written to {FLOORS_FILE}")
+
+
+if __name__ == "__main__":
+    main()

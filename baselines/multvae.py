@@ -6,6 +6,7 @@ no sampling and no KL term.
 The user vector is the encoder mean (200-d). Items seen by fewer than two history users are
 left out of its vocabulary: they carry no co-occurrence and dominate the output layer's cost.
 The input is a dense (users, vocabulary) matrix: a baseline for evaluation-sized data.
+Matrix in, vectors out: `userrep evaluate` and `downstream compare` both fit it here.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from evaluation.methods import Context, UserVectors
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +71,7 @@ def vae_loss(logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor, beta: float)
 
 
 class MultVae:
-    """The baseline as a Method (see methods.py)."""
-
-    name, shared_s = "Mult-VAE (Liang et al. 2018)", 0.0
+    """Fit on a (users, items) history matrix; embed any rows over the same items."""
 
     def __init__(self, cfg: MultVaeConfig | None = None):
         self.cfg = cfg or MultVaeConfig()
@@ -86,10 +82,7 @@ class MultVae:
         x[torch.from_numpy(m.row.astype(np.int64)), torch.from_numpy(m.col.astype(np.int64))] = 1.0
         return x
 
-    def fit(self, ctx: Context) -> None:
-        self.fit_matrix(ctx.split.hist, ctx.seed)
-
-    def fit_matrix(self, hist: sp.csr_matrix, seed: int) -> None:
+    def fit(self, hist: sp.csr_matrix, seed: int) -> None:
         """Fit on a (users, items) history matrix (any weights: only > 0 counts)."""
         cfg = self.cfg
         self.vocab = np.flatnonzero(np.asarray((hist > 0).sum(axis=0)).ravel() >= cfg.min_users)
@@ -122,10 +115,7 @@ class MultVae:
                 total += loss.item() * len(xb)
             log.debug("mult-vae epoch %d: loss %.3f", epoch + 1, total / len(x))
 
-    def embed(self, ctx: Context, user_ids: np.ndarray, events: pd.DataFrame) -> UserVectors:
-        return self.embed_matrix(ctx.matrix(user_ids, events, binary=True))
-
     @torch.no_grad()
-    def embed_matrix(self, m: sp.csr_matrix) -> np.ndarray:
+    def embed(self, m: sp.csr_matrix) -> np.ndarray:
         """(users, latent) float32 encoder means of a (users, items) matrix's rows."""
         return self.net.encode(self._x(m))[0].numpy().astype(np.float32)  # (users, latent) = mu

@@ -1,6 +1,6 @@
 """Measure the null (and planted-drift) distributions behind the thresholds in config.py.
 
-    .venv/bin/python -m validation.calibrate --drift 0 0.5 [--users 3000] [--root /tmp/calib]
+    .venv/bin/python bench/calibrate_validation.py --drift 0 0.5 [--users 3000] [--root /tmp/calib]
 
 Builds a synthetic workspace per drift level (ingest -> encoders -> weekly and 4-month-apart
 feature snapshots -> two autoencoders trained with different seeds), then runs the real suites
@@ -9,6 +9,11 @@ and prints, per comparison, the statistics each check thresholds and the checks 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.drift_world
+
 import argparse
 import logging
 from dataclasses import dataclass
@@ -16,16 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from userrep import columns as C
-from userrep.data import synthetic
+from tests.drift_world import build_features, publish, world_config
 from userrep.settings import Settings
 from validation import drift, stats
 from validation.config import ValidationConfig
 
 log = logging.getLogger(__name__)
-FAR_DAYS, WEEK_DAYS = 120, 7
 
 
 @dataclass
@@ -33,66 +35,6 @@ class World:
     settings: Settings
     times: dict[str, pd.Timestamp]  # "far" (end - 120 d), "week" (end - 7 d), "end"
     batches: list[str]  # two batches trained on the end snapshot with seeds 0 and 1
-
-
-def world_config(
-    drift_level: float,
-    n_users: int,
-    new_users: float = 0.0,
-    events_per_user: float = 150.0,
-    seed: int = 3,
-) -> synthetic.SyntheticConfig:
-    """By default mature histories (150 plays per user) and no sign-up burst: what changes
-    between snapshots is history growth, the user base's tenure and the planted taste drift."""
-    return synthetic.SyntheticConfig(
-        n_users=n_users,
-        n_items=800,
-        n_artists=120,
-        n_clusters=8,
-        events_per_user=events_per_user,
-        new_user_fraction=new_users,
-        drift=drift_level,
-        seed=seed,
-    )
-
-
-def build_features(settings: Settings, cfg: synthetic.SyntheticConfig) -> dict[str, pd.Timestamp]:
-    """Ingest a synthetic world, build encoders and the three feature snapshots."""
-    from representation import build
-    from userrep import ingest
-    from userrep.db import upgrade
-
-    settings.paths.ensure()
-    settings.export_env()
-    upgrade(settings.metadata_db_url)
-    data = synthetic.generate(cfg)
-    ingest.ingest_event_frame(settings.paths, data.events, "synthetic")
-    ingest.ingest_users(settings.paths, data.users)
-    ingest.ingest_items(settings.paths, data.items)
-    build.build_encoders(settings)
-    end = build.last_event_time(settings.paths).ceil("D")
-    times = {
-        "far": end - pd.Timedelta(days=FAR_DAYS),
-        "week": end - pd.Timedelta(days=WEEK_DAYS),
-        "end": end,
-    }
-    for t in times.values():
-        build.build_snapshot(settings, t)
-    return times
-
-
-def publish(settings: Settings, batch_id: str, as_of: pd.Timestamp) -> None:
-    """Embed a snapshot with a batch's encoder and write its z_u file (no status change)."""
-    from representation.inputs import read_snapshot, to_matrix
-    from representation.pipeline import embedding_table, load_encoder
-
-    encoder, layout = load_encoder(settings, batch_id)
-    table = read_snapshot(settings.paths, as_of)
-    z = encoder.embed(to_matrix(table, layout))
-    out = embedding_table(table[C.USER_ID].to_numpy(), z, batch_id, as_of)
-    pq.write_table(
-        out, settings.paths.user_embedding / f"{batch_id}__{as_of:%Y%m%dT%H%M%S}.parquet"
-    )
 
 
 def build_world(
