@@ -2,7 +2,8 @@
 
 evaluate_compat scores model M (trained on its pinned batch A) on a fresh labelled window with
 A's z_u and with batch B's z_u (as served, and B's raw space before its alignment map), beside
-the same family retrained on B, all on the same test users (M's own held-out split). A paired
+a point-in-time retrain (the same family fitted on B's vectors and the newest labels complete
+at B's time), all on the same test users (M's own held-out split). A paired
 bootstrap over those users gives every metric an interval and bounds the drop (AUC on A - AUC
 on B). The verdict (GateRule.decide):
 
@@ -64,6 +65,7 @@ LEVEL = 0.95  # one-sided level of the drop's bounds; metric intervals are two-s
 COMPAT_KEY = "compat"
 REPINS_KEY = "repins"
 COMPATIBLE, INCONCLUSIVE, INCOMPATIBLE = "compatible", "inconclusive", "incompatible"
+RETRAINED = "retrained"  # the point-in-time reference's name among the scorers
 VERDICTS = (COMPATIBLE, INCONCLUSIVE, INCOMPATIBLE)
 
 
@@ -220,12 +222,11 @@ def paired_scores(
 
 
 def compat_scores(
-    model: Any, design_a: Design, design_b: Design, amap: AlignmentMap | None, family: str
+    model: Any, design_a: Design, design_b: Design, amap: AlignmentMap | None
 ) -> dict[str, float]:
-    """Point AUCs of the pinned model on A, on B aligned / unaligned, and of a refit on B's
-    train users, on the held-out rows both batches cover."""
-    refit, _ = fit_evaluate(design_b, family)
-    rows, scores = paired_scores(model, design_a, design_b, amap, {"retrained": refit})
+    """Point AUCs of the pinned model on A and on B aligned / unaligned, on the held-out rows
+    both batches cover."""
+    rows, scores = paired_scores(model, design_a, design_b, amap)
     boot = paired_bootstrap(design_a.y[rows], scores, design_a.users[rows], n_resamples=1)
     return {name: m["auc"] for name, m in boot.point.items()}
 
@@ -313,7 +314,13 @@ def _design(
     settings: Settings, spec: dict, labels: pd.DataFrame, batch_id: str, split_seed: int
 ) -> Design:
     frame = build_training_set(settings, labels, batch_id, "z_u", validate=False)
-    return make_design(settings, frame, "z_u", spec["classes"] or None, seed=split_seed)
+    return _spec_design(settings, spec, frame, split_seed)
+
+
+def _spec_design(settings: Settings, spec: dict, frame: pd.DataFrame, split_seed: int) -> Design:
+    """The design in the model's own feature layout (its spec's classes and vector widths)."""
+    classes = spec["classes"] or None
+    return make_design(settings, frame, "z_u", classes, seed=split_seed, dims=spec.get("dims"))
 
 
 def _alignment(settings: Settings, batch_id: str) -> AlignmentMap | None:
@@ -334,10 +341,12 @@ def judge(
     as_of: pd.Timestamp | None = None,
     split_seed: int | None = None,
     save: bool = True,
+    reference_info: dict[str, Any] | None = None,
 ) -> CompatResult:
     """The verdict on designs already built (one label set, z_u of the model's batch A and of
     batch_id): lineage from the metadata DB, B's alignment map from its artifact, the paired
-    bootstrap, the record (saved unless save=False)."""
+    bootstrap, the record (saved unless save=False). references: other models scored on B
+    beside the pinned one (reference_info says how they were made)."""
     with session_scope(settings.metadata_db_url) as session:
         pinned = session.get(DownstreamModel, model_id)
         if pinned is None:
@@ -365,6 +374,7 @@ def judge(
             f"one-sided {rule.level:.0%} each, metric intervals two-sided {rule.level:.0%} "
             "percentile"
         ),
+        "reference": reference_info or {},
         "from_batch": from_batch,
         "as_of": None if as_of is None else as_of.isoformat(),
         "split_seed": split_seed,
@@ -376,6 +386,76 @@ def judge(
     return CompatResult(
         model_id, batch_id, from_batch, verdict, reasons, lineage, evidence, metrics, record
     )
+
+
+@dataclass
+class Reference:
+    """The point-in-time retrain: what the downstream team could have fitted at B's time."""
+
+    model: Any | None  # None when B's time offers no labels or vectors to fit on
+    info: dict[str, Any]
+
+
+def _vectors_at(
+    settings: Settings, batch_id: str, t: pd.Timestamp, users: np.ndarray
+) -> tuple[dict[int, np.ndarray], pd.Timestamp | None]:
+    """B's z_u of these users from the newest feature snapshot at or before t, embedded with
+    B's encoder (as served: its alignment map applied); ({}, None) without such a snapshot."""
+    from representation.inputs import Snapshot, snapshot_times
+    from representation.pipeline import load_encoder
+
+    times = [s for s in snapshot_times(settings.paths) if s <= t]
+    if not times:
+        return {}, None
+    snapshot = Snapshot.load(settings.paths, times[-1])
+    known = np.intersect1d(users, snapshot.onboarding[C.USER_ID].to_numpy())
+    if not len(known):
+        return {}, times[-1]
+    encoder, layout = load_encoder(settings, batch_id)
+    z = encoder.embed(snapshot.matrix(known, layout))  # (known, latent_dim)
+    return dict(zip(known.tolist(), z, strict=True)), times[-1]
+
+
+def point_in_time_reference(
+    settings: Settings, task: str, family: str, spec: dict[str, Any], batch_id: str
+) -> Reference:
+    """The same family fitted on the newest labels complete at batch_id's as-of time t_B: the
+    window (t_B - w, t_B] with label time t_B - w, features of batch_id as of that label time
+    (its published vectors, or its encoder on the newest snapshot before it). Train and
+    validation users of the model's split only, so the test users the gate scores are never
+    fitted. Unavailable (model None, info says why) when B's time offers nothing to fit on."""
+    window = int(spec["window_days"])
+    split_seed = int(spec.get("split_seed", settings.seed))
+    t_b = batch_as_of(settings, batch_id)
+    label_time = t_b - pd.Timedelta(days=window)
+    info: dict[str, Any] = {
+        "what": "point-in-time retrain on the newest labels complete at the new batch's time",
+        "label_time": label_time.isoformat(),
+        "labels_until": t_b.isoformat(),
+        "batch": batch_id,
+    }
+    try:
+        labels = task_labels(settings, task, label_time, window, settings.seed)
+    except ValueError as err:  # e.g. no events before the label time
+        return Reference(None, info | {"available": False, "why": str(err)})
+    if labels.empty:
+        return Reference(None, info | {"available": False, "why": "no labels in that window"})
+    frame = build_training_set(settings, labels, batch_id, "z_u", validate=False)
+    info["vectors"] = "published"
+    if frame[C.Z_U].isna().all():  # B was first published after label_time: embed it then
+        found, snap = _vectors_at(settings, batch_id, label_time, labels[C.USER_ID].unique())
+        if not found:
+            why = f"no feature snapshot at or before {label_time} to embed batch {batch_id} on"
+            return Reference(None, info | {"available": False, "why": why})
+        frame[C.Z_U] = [found.get(int(u)) for u in frame[C.USER_ID]]
+        info["vectors"] = f"embedded from the snapshot at {snap.isoformat()}"
+    design = _spec_design(settings, spec, frame, split_seed)
+    try:
+        model, fit = fit_evaluate(design, family, seed=split_seed)
+    except ValueError as err:
+        return Reference(None, info | {"available": False, "why": str(err)})
+    counts = {k: fit[k] for k in ("train_users", "val_users") if k in fit}
+    return Reference(model, info | {"available": True, **counts})
 
 
 def evaluate_compat(
@@ -403,7 +483,7 @@ def evaluate_compat(
     design_b = _design(settings, spec, labels, batch_id, split_seed)
     if design_b.n_user_features != design_a.n_user_features:
         raise CompatError(f"batch {batch_id} has another z_u width than {pinned}")
-    refit, _ = fit_evaluate(design_b, reg.record.family, seed=split_seed)
+    ref = point_in_time_reference(settings, reg.record.task, reg.record.family, spec, batch_id)
     return judge(
         settings,
         model_id,
@@ -412,10 +492,11 @@ def evaluate_compat(
         design_a,
         design_b,
         rule,
-        {"retrained": refit},
+        {} if ref.model is None else {RETRAINED: ref.model},
         as_of,
         split_seed,
         save,
+        ref.info,
     )
 
 

@@ -99,12 +99,16 @@ def make_design(
     feature_set: str,
     classes: Sequence[str] | None = None,
     seed: int = 0,
+    dims: dict[str, dict[str, int]] | None = None,
 ) -> Design:
-    """Matrices of a training-set frame; item tasks get the item vector block appended."""
-    xu, names, udims = feature_set_matrix(settings, frame, feature_set)
+    """Matrices of a training-set frame; item tasks get the item vector block appended.
+    dims (a model spec's): the vector widths to lay out, so a frame whose vectors are all null
+    at its label time still gives the model's columns."""
+    dims = dims or {}
+    xu, names, udims = feature_set_matrix(settings, frame, feature_set, dims.get("user"))
     x, idims = xu, dict[str, int]()
     if C.ITEM_ID in frame.columns:
-        xi, inames, idims = item_matrix(frame)
+        xi, inames, idims = item_matrix(frame, dims.get("item"))
         x, names = np.hstack([xu, xi]), names + inames
     label = frame[L.LABEL]
     if classes is not None or label.dtype == object:
