@@ -31,7 +31,14 @@ import pandas as pd
 
 from downstream.metrics import N_RESAMPLES, Bootstrap, paired_bootstrap
 from downstream.registry import SPEC_FILE, load_registered
-from downstream.tasks import Design, batch_as_of, fit_evaluate, make_design, task_labels
+from downstream.tasks import (
+    MIN_VAL_USERS,
+    Design,
+    batch_as_of,
+    fit_evaluate,
+    make_design,
+    task_labels,
+)
 from downstream.training_set import build_training_set, trainable_batch
 from representation import batches
 from representation.align import AlignmentMap
@@ -451,7 +458,7 @@ def point_in_time_reference(
         info["vectors"] = f"embedded from the snapshot at {snap.isoformat()}"
     design = _spec_design(settings, spec, frame, split_seed)
     try:
-        model, fit = fit_evaluate(design, family, seed=split_seed)
+        model, fit = fit_evaluate(design, family, seed=split_seed, min_val_users=MIN_VAL_USERS)
     except ValueError as err:
         return Reference(None, info | {"available": False, "why": str(err)})
     counts = {k: fit[k] for k in ("train_users", "val_users") if k in fit}

@@ -14,7 +14,14 @@ import pandas as pd
 
 from downstream import labels as L
 from downstream.matrix import feature_set_matrix, item_matrix
-from downstream.metrics import binary_metrics, multiclass_metrics, split_users, user_folds
+from downstream.metrics import (
+    N_RESAMPLES,
+    binary_metrics,
+    multiclass_metrics,
+    paired_bootstrap,
+    split_users,
+    user_folds,
+)
 from downstream.models import LightGBMModel, XGBoostModel, make_model
 from downstream.training_set import build_training_set, gate_training_set, trainable_batch
 from representation import batches
@@ -146,6 +153,47 @@ def _scores(design: Design, test: np.ndarray, proba: np.ndarray, k: int) -> dict
     return binary_metrics(design.queries()[test], design.y[test], proba, k)
 
 
+# Fewest validation users early stopping may rely on (train_task): on 3 users the validation
+# loss turns after one tree and a one-tree model is registered; below this the rounds are
+# chosen by ROUND_FOLDS user folds over the train + validation users instead.
+MIN_VAL_USERS = 30
+ROUND_FOLDS = 5
+FOLD_SEED_OFFSET = 0x5F0D  # folds hashed with another seed than the split's: independent cuts
+
+
+def n_rounds(model: XGBoostModel | LightGBMModel) -> int:
+    """Boosting rounds the fitted model kept (after early stopping)."""
+    if isinstance(model, LightGBMModel):
+        return int(model.booster.current_iteration())
+    return int(model.booster.num_boosted_rounds())
+
+
+def _fit_by_folds(
+    design: Design,
+    pool: np.ndarray,
+    family: str,
+    params: dict[str, Any] | None,
+    folds: int,
+    seed: int,
+) -> tuple[XGBoostModel | LightGBMModel, dict[str, Any]]:
+    """Rounds chosen by user folds over the pool (train + validation rows): each fold
+    early-stops on its held-out users; the median round count is refitted on the whole pool."""
+    fold = user_folds(design.users, folds, seed + FOLD_SEED_OFFSET)  # (rows,)
+    rounds = []
+    for f in range(folds):
+        val, train = pool & (fold == f), pool & (fold != f)
+        if not val.any() or not train.any():
+            continue
+        m = make_model(family, **(params or {})).fit(
+            design.x[train], design.y[train], design.x[val], design.y[val]
+        )
+        rounds.append(n_rounds(m))
+    chosen = int(np.median(rounds)) if rounds else None
+    fixed = (params or {}) | ({"n_estimators": max(chosen, 1)} if chosen else {})
+    model = make_model(family, **fixed).fit(design.x[pool], design.y[pool])
+    return model, {"on": f"{folds} user folds", "fold_rounds": rounds, "rounds": n_rounds(model)}
+
+
 def fit_evaluate(
     design: Design,
     family: str,
@@ -153,8 +201,18 @@ def fit_evaluate(
     k: int = 10,
     folds: int = 1,
     seed: int = 0,
+    min_val_users: int = 0,
+    round_folds: int = 0,
+    intervals: int = 0,
 ) -> tuple[XGBoostModel | LightGBMModel, dict[str, Any]]:
     """Fit on train users (early stopping on val users), score test users.
+
+    With fewer than min_val_users validation users, or with round_folds > 1, the boosting
+    rounds are chosen by round_folds (default ROUND_FOLDS) user folds over the train +
+    validation users and the model is refitted on all of them; test users stay held out.
+    intervals > 0: that many bootstrap resamples of the test users give `auc_ci` (and
+    `recall@k_ci` for item tasks), two-sided 95 %, and `learned` (the AUC interval lies above
+    0.5). seed is the split's (folds use another, derived one).
 
     folds > 1 cross-fits instead: users are cut into `folds` groups by hash; each group is
     scored by a model fitted on the others (the next group for early stopping), so every
@@ -169,19 +227,46 @@ def fit_evaluate(
             f"no train or test rows with user features ({int(has_user.sum())} of "
             f"{len(has_user)} rows have them): is the label time before the batch's snapshot?"
         )
-    model = make_model(family, **(params or {})).fit(
-        design.x[part["train"]],
-        design.y[part["train"]],
-        design.x[part["val"]],
-        design.y[part["val"]],
-    )
-    test = part["test"]
-    metrics = _scores(design, test, model.predict_proba(design.x[test]), k)
     counts = {f"{s}_users": int(len(np.unique(design.users[m]))) for s, m in part.items()}
+    if round_folds > 1 or counts["val_users"] < min_val_users:
+        pool = part["train"] | part["val"]
+        n_folds = round_folds if round_folds > 1 else ROUND_FOLDS
+        model, stopping = _fit_by_folds(design, pool, family, params, n_folds, seed)
+    else:
+        model = make_model(family, **(params or {})).fit(
+            design.x[part["train"]],
+            design.y[part["train"]],
+            design.x[part["val"]],
+            design.y[part["val"]],
+        )
+        stopping = {"on": "validation users", "rounds": n_rounds(model)}
+    test = part["test"]
+    proba = model.predict_proba(design.x[test])
+    metrics = _scores(design, test, proba, k)
+    if intervals > 0:
+        metrics |= _intervals(design, test, proba, k, intervals, seed)
     return model, metrics | counts | {
+        "early_stopping": stopping,
         "rows_without_user_features": int((~has_user).sum()),
         "n_user_features": design.n_user_features,
     }
+
+
+def _intervals(
+    design: Design, test: np.ndarray, proba: np.ndarray, k: int, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Bootstrap intervals over test users of the test metrics, and whether AUC beats 0.5."""
+    queries = None if design.classes else design.queries()[test]
+    boot = paired_bootstrap(
+        design.y[test], {"m": proba}, design.users[test], queries, k, n_resamples, seed
+    )
+    auc_key = "macro_auc" if design.classes else "auc"  # the name _scores gives the AUC
+    out: dict[str, Any] = {
+        f"{auc_key if m == 'auc' else m}_ci": list(boot.interval("m", m)) for m in boot.point["m"]
+    }
+    out["learned"] = bool(out[f"{auc_key}_ci"][0] > 0.5)  # NaN (one class in test) is not
+    out["bootstrap_resamples"] = n_resamples
+    return out
 
 
 def _as_columns(p: np.ndarray, width: int) -> np.ndarray:
@@ -260,12 +345,17 @@ def train_task(
     name: str | None = None,
     exclude_seen: bool = False,
     split_seed: int | None = None,
+    min_val_users: int = MIN_VAL_USERS,
+    round_folds: int = 0,
 ) -> TaskResult:
     """Train one task model; z_u models are registered pinned to their batch.
 
     as_of defaults to the batch's snapshot time: features as of T, labels in (T, T + window].
     split_seed picks the train / validation / test users (default settings.seed); it is saved
-    in the model's spec. Curated / raw models are evaluated but not registered.
+    in the model's spec. Early stopping needs min_val_users validation users; with fewer (or
+    with round_folds > 1) the rounds are chosen by user folds (fit_evaluate). The test metrics
+    carry bootstrap intervals; `learned` is False, and a warning logged, when the AUC interval
+    reaches 0.5. Curated / raw models are evaluated but not registered.
     """
     from downstream.registry import register_model
 
@@ -281,8 +371,26 @@ def train_task(
         gate_training_set(settings, used, pinned, f"{task}@{pinned}@{as_of:%Y%m%dT%H%M%S}")
     split_seed = settings.seed if split_seed is None else split_seed
     design = make_design(settings, frame, feature_set, seed=split_seed)
-    model, metrics = fit_evaluate(design, family, params, seed=split_seed)
+    model, metrics = fit_evaluate(
+        design,
+        family,
+        params,
+        seed=split_seed,
+        min_val_users=min_val_users,
+        round_folds=round_folds,
+        intervals=N_RESAMPLES,
+    )
     metrics["split_seed"] = split_seed
+    if not metrics["learned"]:
+        log.warning(
+            "%s / %s: test AUC %.3f, 95 %% interval %s reaches 0.5 on %d test users: the model "
+            "learned nothing usable from these labels",
+            task,
+            family,
+            metrics.get("auc", metrics.get("macro_auc", float("nan"))),
+            [round(v, 3) for v in metrics.get("auc_ci", metrics.get("macro_auc_ci", []))],
+            metrics["test_users"],
+        )
     log.info("%s / %s / %s: %s", task, family, feature_set, metrics)
     metrics["nulls"] = frame.attrs["nulls"]
     model_id = None

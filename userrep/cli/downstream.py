@@ -95,8 +95,26 @@ def train_cmd(
     name: Annotated[str | None, typer.Option(help="Model name (default: task-family).")] = None,
     exclude_seen: SeenOpt = False,
     split_seed: SplitSeedOpt = None,
+    min_val_users: Annotated[
+        int,
+        typer.Option(
+            help="Fewest validation users early stopping may rely on; with fewer, the boosting "
+            "rounds are chosen by user folds over the train + validation users (--folds)."
+        ),
+    ] = 30,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="User folds that choose the boosting rounds (each fold early-stops on its "
+            "held-out users; the median is refitted on all train + validation users). 0: only "
+            "when the validation split is under --min-val-users, then 5. Test users stay out."
+        ),
+    ] = 0,
 ) -> None:
-    """Train a GBDT on z_u of one batch, evaluate on held-out users, register it pinned."""
+    """Train a GBDT on z_u of one batch, evaluate on held-out users, register it pinned.
+
+    Prints the test metrics with 95 % bootstrap intervals over test users, and a warning when
+    the AUC interval reaches 0.5 (the model learned nothing usable)."""
     from downstream.tasks import train_task
     from representation.batches import BatchError
 
@@ -112,11 +130,20 @@ def train_cmd(
             name=name,
             exclude_seen=exclude_seen,
             split_seed=split_seed,
+            min_val_users=min_val_users,
+            round_folds=folds,
         )
     except (BatchError, ValueError, *_gate_errors()) as err:  # type: ignore[misc]
         fail(str(err))
     console.print(json.dumps(result.metrics, indent=2, default=str))
     console.print(f"model {result.model_id} pinned to batch {result.batch_id}")
+    if not result.metrics.get("learned", True):
+        ci = result.metrics.get("auc_ci", result.metrics.get("macro_auc_ci"))
+        console.print(
+            f"[yellow]warning:[/yellow] the test AUC's 95 % interval {ci} reaches 0.5 on "
+            f"{result.metrics['test_users']} test users: this model learned nothing usable "
+            "(more labels, a longer --window-days, or another task)"
+        )
     print(result.model_id)
 
 
