@@ -123,25 +123,76 @@ class NrtEngine:
         if users:
             log.info("batch %s: caught up %d NRT-updated users", sb.batch_id, len(users))
 
-    def apply(self, raws: Sequence[object], source: str = "http") -> ApplyResult:
-        """Apply a micro-batch of raw events (JSON values); never raises for bad events."""
+    def apply(
+        self, raws: Sequence[object], source: str = "http", dead_letter: bool = True
+    ) -> ApplyResult:
+        """Apply a micro-batch of raw events (JSON values); never raises for bad events.
+
+        A malformed event is rejected alone (events.py). When the micro-batch still fails
+        (an event the stores refuse), its events are applied one at a time and only those
+        that fail alone are rejected ("apply failed: ..."); when every one fails alone, the
+        error is raised: a store is down, and nothing is rejected. dead_letter=False leaves
+        writing the rejected events to the caller (the stream consumer, which acknowledges
+        each one with its dead letter); outcomes carry the reasons either way."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
         if self.serving.due():
             self.refresh_batches()
         good, bad = self._validate(raws)
-        self.dead_letters.write([(raws[pos], reason) for pos, reason in bad], source)
+        try:
+            new_ids, users, batch_ids = self._commit(good)
+        except Exception as err:
+            new_ids, users, batch_ids, failed = self._isolate(good, err)
+            if failed:
+                at = {pos for pos, _ in failed}
+                good = [(pos, e) for pos, e in good if pos not in at]
+                bad = sorted(bad + failed)
+        if dead_letter:
+            self.dead_letters.write([(raws[pos], reason) for pos, reason in bad], source)
         for _, reason in bad:
-            self.metrics.inc("events_dead_letter", label=reason)
-        with self.lock, self.state.transaction():
-            applied = self.state.apply([e for _, e in good])
-            users = sorted(applied.users)
-            batch_ids = self._publish(users, list(self.serving.batches.values()))
-        outcomes = _outcomes(len(raws), good, bad, {e.event_id for e in applied.new})
+            self.metrics.inc("events_dead_letter", label=_label(reason))
+        outcomes = _outcomes(len(raws), good, bad, new_ids)
         self._count(outcomes, len(raws), len(users) * len(batch_ids), time.perf_counter() - t0)
         self.metrics.observe("apply_cpu", (time.thread_time() - cpu0) * 1000)
         if self.auto_flush:
             self.maybe_flush()
         return ApplyResult(outcomes, users, batch_ids)
+
+    def _commit(self, good: list[tuple[int, Event]]) -> tuple[set[str], list[int], list[str]]:
+        """One transaction: the events into the state, every touched user re-embedded and
+        written online; (new event ids, users, batches). Rolled back when anything raises."""
+        with self.lock, self.state.transaction():
+            applied = self.state.apply([e for _, e in good])
+            users = sorted(applied.users)
+            batch_ids = self._publish(users, list(self.serving.batches.values()))
+        return {e.event_id for e in applied.new}, users, batch_ids
+
+    def _isolate(
+        self, good: list[tuple[int, Event]], err: Exception
+    ) -> tuple[set[str], list[int], list[str], list[tuple[int, str]]]:
+        """After a failed micro-batch: each event in its own transaction. Returns what
+        _commit does, summed, plus (position, reason) of the events that failed alone."""
+        if len(good) <= 1:
+            raise err
+        log.warning("micro-batch of %d events failed (%r): applying one at a time", len(good), err)
+        self.metrics.inc("micro_batches_isolated")
+        new_ids: set[str] = set()
+        users: set[int] = set()
+        batch_ids: list[str] = []
+        failed: list[tuple[int, str]] = []
+        for pos, event in good:
+            try:
+                ids, u, b = self._commit([(pos, event)])
+            except Exception as one:  # its reason goes to the dead letter
+                failed.append((pos, f"apply failed: {type(one).__name__}: {str(one)[:200]}"))
+                continue
+            new_ids |= ids
+            users.update(u)
+            batch_ids = b or batch_ids
+        if len(failed) == len(good):  # every event fails alone: the stores, not the events
+            raise err
+        for pos, reason in failed:
+            log.error("event at %d rejected: %s", pos, reason)
+        return new_ids, sorted(users), batch_ids, failed
 
     def _validate(self, raws: Sequence[object]) -> tuple[list[tuple[int, Event]], list]:
         """Parsed events and (position, reason) of the bad ones; with partitions, an event of
@@ -222,6 +273,11 @@ class NrtEngine:
     def close(self) -> None:
         self.maybe_flush(force=True)
         self.state.close()
+
+
+def _label(reason: str) -> str:
+    """Metrics label of a reason: an apply failure's message is left out (one label per kind)."""
+    return ": ".join(reason.split(": ")[:2]) if reason.startswith("apply failed") else reason
 
 
 def _outcomes(

@@ -1,10 +1,16 @@
 """NRT events as they arrive (JSON: a play or a sign-up), parsed and validated with the rules
-of `userrep ingest`: the first step of the near-real-time path; bad ones get a reason."""
+of `userrep ingest`: the first step of the near-real-time path; bad ones get a reason.
+
+Validation is also against what the stores can hold, so a bad event is rejected here, alone,
+and never fails the micro-batch it came in: ids fit int64 (SQLite INTEGER, Feast int64),
+strings and lists have length limits (MAX_EVENT_ID_CHARS, MAX_TEXT_CHARS, MAX_LIST), and an
+event nests at most MAX_DEPTH levels.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +26,11 @@ TYPE = "type"  # optional field naming the kind; inferred from item_id / signup_
 US_PER_DAY = 86_400_000_000
 _MIN_US, _MAX_US = pd.Timestamp.min.value // 1000 + 1, pd.Timestamp.max.value // 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # ids: SQLite INTEGER and Feast int64
+MAX_EVENT_ID_CHARS = 256  # event ids are primary keys of the state's `applied` table
+MAX_TEXT_CHARS = 256  # gender, country, each onboarding genre, the type field
+MAX_LIST = 1000  # onboarding picks per sign-up (a real onboarding screen offers tens)
+MAX_DEPTH = 8  # nesting levels of one event (an event is an object holding flat lists: 2)
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,53 @@ def _int(raw: dict[str, Any], key: str) -> int:
     if isinstance(value, bool):
         raise Malformed(f"non-integer {key}")
     if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise Malformed(f"{key} out of int64 range")
         return value
+    if isinstance(value, str) and len(value) > 32:  # longer than any int64 written out
+        raise Malformed(f"non-integer {key}")
     try:
         f = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Malformed(f"non-integer {key}") from None
-    if not math.isfinite(f) or f != math.floor(f) or abs(f) >= 2**63:
+    if not math.isfinite(f) or f != math.floor(f):
         raise Malformed(f"non-integer {key}")
+    if not INT64_MIN <= f < 2**63:
+        raise Malformed(f"{key} out of int64 range")
     return int(f)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value for a reason, cut: a reason never carries a whole hostile payload."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    """An optional short text field (gender, country): a string or a number, or absent."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise Malformed(f"{key} is not a string")
+    text = str(value)
+    if len(text) > MAX_TEXT_CHARS:
+        raise Malformed(f"{key} longer than {MAX_TEXT_CHARS} characters")
+    return text
+
+
+def _too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests more than `limit` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _fast_iso_us(text: str) -> int | None:
@@ -120,7 +170,7 @@ def _weight(raw: dict[str, Any]) -> float:
     value = 1.0 if value is None else value
     try:
         w = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         w = math.nan
     if not math.isfinite(w):
         raise Malformed("NaN weight")
@@ -135,18 +185,29 @@ def _event_id(raw: dict[str, Any]) -> str | None:
         return None
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise Malformed("event_id is not a string")
-    return str(value)
+    text = str(value)
+    if len(text) > MAX_EVENT_ID_CHARS:
+        raise Malformed(f"event_id longer than {MAX_EVENT_ID_CHARS} characters")
+    return text
 
 
 def _list(raw: dict[str, Any], key: str, kind: type) -> tuple:
     value = raw.get(key) or []
     if not isinstance(value, list | tuple):
         raise Malformed(f"{key} is not a list")
+    if len(value) > MAX_LIST:
+        raise Malformed(f"{key} has more than {MAX_LIST} entries")
+    if kind is int:
+        try:
+            return tuple(_int({key: v}, key) for v in value)
+        except Malformed:
+            raise Malformed(f"{key} is not a list of int64 integers") from None
     try:
-        out = tuple(_int({key: v}, key) if kind is int else str(v) for v in value)
+        return tuple(_text({key: v}, key) for v in value)
     except Malformed:
-        raise Malformed(f"{key} is not a list of integers") from None
-    return out
+        raise Malformed(
+            f"{key} is not a list of strings (at most {MAX_TEXT_CHARS} chars)"
+        ) from None
 
 
 def _signup(raw: dict[str, Any], now_us: int) -> Signup:
@@ -154,9 +215,11 @@ def _signup(raw: dict[str, Any], now_us: int) -> Signup:
     ts = _ts_us(raw, C.SIGNUP_TS, now_us)
     age = raw.get(C.AGE)
     if age is not None:
+        if isinstance(age, bool):
+            raise Malformed("non-numeric age")
         try:
             age = float(age)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise Malformed("non-numeric age") from None
         age = age if math.isfinite(age) else None
     return Signup(
@@ -164,8 +227,8 @@ def _signup(raw: dict[str, Any], now_us: int) -> Signup:
         user,
         ts,
         age,
-        str(raw.get(C.GENDER) or ""),
-        str(raw.get(C.COUNTRY) or ""),
+        _text(raw, C.GENDER),
+        _text(raw, C.COUNTRY),
         _list(raw, C.ONBOARDING_ITEMS, int),
         _list(raw, C.ONBOARDING_GENRES, str),
     )
@@ -181,6 +244,8 @@ def parse_event(raw: object, now_us: int) -> Event:
     event_id gets "" here; parse_events fills in ingest's content-hash id."""
     if not isinstance(raw, dict):
         raise Malformed("event is not a JSON object")
+    if _too_deep(raw):
+        raise Malformed(f"event nested deeper than {MAX_DEPTH} levels")
     kind = raw.get(TYPE) or (PLAY if C.ITEM_ID in raw else SIGNUP if C.SIGNUP_TS in raw else None)
     if kind == PLAY:
         return _play(raw, now_us)
@@ -188,7 +253,7 @@ def parse_event(raw: object, now_us: int) -> Event:
         return _signup(raw, now_us)
     if kind is None:
         raise Malformed("unknown event type: no item_id (play) or signup_ts (sign-up)")
-    raise Malformed(f"unknown event type {kind!r}")
+    raise Malformed(f"unknown event type {_short(kind)}")
 
 
 def _fill_play_ids(events: list[Event]) -> list[Event]:
@@ -223,34 +288,7 @@ def parse_events(
             good.append((pos, parse_event(raw, now_us)))
         except Malformed as err:
             bad.append((pos, str(err)))
+        except Exception as err:  # a value no rule foresaw: rejected alone, never the batch
+            bad.append((pos, f"invalid event ({type(err).__name__})"))
     filled = _fill_play_ids([e for _, e in good])
     return [(pos, e) for (pos, _), e in zip(good, filled, strict=True)], bad
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    """The wire form of an event (what `userrep nrt send` and the tests post)."""
-    ts = pd.Timestamp(event.ts_us * 1000, tz="UTC").isoformat()
-    if isinstance(event, Play):
-        return {
-            TYPE: PLAY,
-            C.EVENT_ID: event.event_id,
-            C.USER_ID: event.user_id,
-            C.ITEM_ID: event.item_id,
-            C.TS: ts,
-            C.WEIGHT: event.weight,
-        }
-    return {
-        TYPE: SIGNUP,
-        C.EVENT_ID: event.event_id,
-        C.USER_ID: event.user_id,
-        C.SIGNUP_TS: ts,
-        C.AGE: event.age,
-        C.GENDER: event.gender,
-        C.COUNTRY: event.country,
-        C.ONBOARDING_ITEMS: list(event.onboarding_items),
-        C.ONBOARDING_GENRES: list(event.onboarding_genres),
-    }
-
-
-def users_touched(events: Iterable[Event]) -> set[int]:
-    return {e.user_id for e in events}

@@ -1,5 +1,12 @@
 """The NRT HTTP service (FastAPI): POST /events -> NrtEngine (group commit) -> z_u online;
-GET /users/{id}/embedding, /healthz, /metrics."""
+GET /users/{id}/embedding, /healthz, /metrics.
+
+Bad input gets a 4xx with the reason, never a 500: a body that is not JSON (or nests deeper
+than Python can parse) 400, a body over FastPath.max_body 413, a request whose every event is
+rejected 422 (a mixed request: 200, each event with its own status), a user id outside int64
+400. When the events could not be applied at all (a store is down) the answer is 503: nothing
+was applied or rejected, and the sender may retry.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +28,8 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from nrt.engine import DEAD_LETTER, DUPLICATE, NrtEngine, Outcome
+from nrt.engine import APPLIED, DEAD_LETTER, DUPLICATE, NrtEngine, Outcome
+from nrt.events import INT64_MAX, INT64_MIN
 from userrep import columns as C
 
 log = logging.getLogger(__name__)
@@ -108,7 +116,7 @@ class Applier:
 
 def _summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return {
-        "applied": sum(o.status == "applied" for o in outcomes),
+        "applied": sum(o.status == APPLIED for o in outcomes),
         "duplicates": sum(o.status == DUPLICATE for o in outcomes),
         "dead_lettered": sum(o.status == DEAD_LETTER for o in outcomes),
         "events": [{k: v for k, v in asdict(o).items() if v is not None} for o in outcomes],
@@ -136,11 +144,22 @@ class Handlers:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError):
             return self._reject(body.decode(errors="replace"), "invalid JSON")
+        except RecursionError:
+            return self._reject(body.decode(errors="replace"), "JSON nested too deep")
         if not isinstance(payload, dict | list):
             return self._reject(payload, "body is neither an event nor a list of events")
         raws = payload if isinstance(payload, list) else [payload]
-        outcomes = await asyncio.wrap_future(self.applier.submit(raws))
-        return 200, _summary(outcomes)
+        if not raws:
+            return 200, _summary([])
+        try:
+            outcomes = await asyncio.wrap_future(self.applier.submit(raws))
+        except Exception as err:  # nothing applied, nothing rejected: the sender may retry
+            self.engine.metrics.inc("requests_failed")
+            return 503, {"detail": f"events not applied ({type(err).__name__}: {err}); retry"}
+        summary = _summary(outcomes)
+        if all(o.status == DEAD_LETTER for o in outcomes):  # every event rejected: a 4xx
+            return 422, {"detail": outcomes[0].reason, **summary}
+        return 200, summary
 
     def _reject(self, raw: object, reason: str) -> Answer:
         """A body that is not events at all: dead-lettered and counted, 400."""
@@ -164,6 +183,8 @@ class Handlers:
         (~0.5 ms) than a hop to the thread pool, a Redis read is awaited."""
         from representation.batches import BatchError
 
+        if not INT64_MIN <= user_id <= INT64_MAX:
+            return 400, {"detail": f"user_id {user_id} is outside int64"}
         try:
             batch_id = self._resolve(batch)  # only published batches
         except BatchError as err:
@@ -230,6 +251,8 @@ class FastPath:
             user = path[len("/users/") : -len("/embedding")]
             if not user.isdigit():  # FastAPI answers 422 with its own detail
                 return None
+            if len(user) > 20:  # past int64 (and int()'s own limit on digits)
+                return 400, {"detail": f"user_id {user[:24]}... is outside int64"}
             query = parse_qs(scope["query_string"].decode("latin-1"))
             return await self.handlers.embedding(int(user), query.get("batch", [None])[-1])
         return None

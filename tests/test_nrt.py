@@ -353,6 +353,90 @@ def test_malformed_events_go_to_the_dead_letter_file_with_reason_and_are_counted
     engine.close()
 
 
+def test_events_are_checked_against_what_the_stores_hold() -> None:
+    """Values the state (SQLite INTEGER) or Feast (int64) cannot hold, oversized strings and
+    lists, deep nesting: each rejected alone with its reason; the limits themselves pass."""
+    from nrt.events import MAX_DEPTH, MAX_EVENT_ID_CHARS, MAX_LIST, parse_events
+
+    t = "2024-01-01T00:00:00Z"
+    nested: object = 1
+    for _ in range(MAX_DEPTH - 1):  # in an event object: MAX_DEPTH levels
+        nested = [nested]
+    planted = [
+        ({"user_id": 2**63, "item_id": 1, "ts": t}, "user_id out of int64 range"),
+        ({"user_id": 1, "item_id": -(2**63) - 1, "ts": t}, "item_id out of int64 range"),
+        ({"user_id": 9.3e18, "item_id": 1, "ts": t}, "user_id out of int64 range"),
+        ({"user_id": 1, "item_id": 1, "ts": t, "weight": 10**400}, "NaN weight"),
+        (
+            {"event_id": "x" * (MAX_EVENT_ID_CHARS + 1), "user_id": 1, "item_id": 1, "ts": t},
+            f"event_id longer than {MAX_EVENT_ID_CHARS} characters",
+        ),
+        (
+            {"user_id": 1, "signup_ts": t, "onboarding_items": list(range(MAX_LIST + 1))},
+            f"onboarding_items has more than {MAX_LIST} entries",
+        ),
+        (
+            {"user_id": 1, "signup_ts": t, "onboarding_items": [1, 2**64]},
+            "onboarding_items is not a list of int64 integers",
+        ),
+        ({"user_id": 1, "signup_ts": t, "age": 10**400}, "non-numeric age"),
+        ({"user_id": 1, "signup_ts": t, "gender": {"a": 1}}, "gender is not a string"),
+        ({"user_id": 1, "item_id": 1, "ts": t, "x": [nested]}, "event nested deeper than 8 levels"),
+        ({"type": "z" * 10_000}, "unknown event type '" + "z" * 56 + "..."),
+    ]
+    at_limits = [
+        {"user_id": 2**63 - 1, "item_id": -(2**63), "ts": t, "x": nested},
+        {
+            "event_id": "y" * MAX_EVENT_ID_CHARS,
+            "user_id": 1,
+            "signup_ts": t,
+            "onboarding_items": list(range(MAX_LIST)),
+            "onboarding_genres": ["rock", 7],
+        },
+    ]
+    good, bad = parse_events([raw for raw, _ in planted] + at_limits)
+    assert bad == [(i, reason) for i, (_, reason) in enumerate(planted)]
+    assert [pos for pos, _ in good] == [len(planted), len(planted) + 1]
+    assert good[0][1].user_id == 2**63 - 1 and good[1][1].onboarding_genres == ("rock", "7")
+
+
+def _refuse_user(engine: NrtEngine, user: int) -> None:
+    """Make the state refuse every micro-batch holding this user's events (as SQLite refused
+    ids past int64 before events.py checked them)."""
+    apply = engine.state.apply
+
+    def refusing(events, nrt=True):  # noqa: ANN001, ANN202
+        if any(e.user_id == user for e in events):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return apply(events, nrt)
+
+    engine.state.apply = refusing  # type: ignore[method-assign]
+
+
+@pytest.mark.slow
+def test_an_event_the_store_refuses_fails_alone(world: World, tmp_path: Path) -> None:
+    engine = make_engine(world, tmp_path)
+    _refuse_user(engine, 666)
+    t = world.end + pd.Timedelta(hours=3)
+    events = [play("iso-1", 611, 3, t), play("iso-bad", 666, 3, t), play("iso-2", 612, 4, t)]
+    result = engine.apply(events)
+    assert [o.status for o in result.outcomes] == [APPLIED, DEAD_LETTER, APPLIED]
+    reason = "apply failed: OverflowError: Python int too large to convert to SQLite INTEGER"
+    assert result.outcomes[1].reason == reason
+    assert result.users == [611, 612]
+    letters = read_dead_letters(tmp_path / "dead_letter.jsonl")
+    assert [(d["reason"], d["event"]) for d in letters] == [(reason, events[1])]
+    assert engine.metrics.get("events_dead_letter", "apply failed: OverflowError") == 1
+    assert not np.isnan(online(engine, [611, 612], world.batch_id)[0]).any()
+    # every event failing alone is an outage, not poison: raised, nothing rejected
+    applied = engine.state.counts()["applied"]
+    with pytest.raises(OverflowError):
+        engine.apply([play("iso-bad-2", 666, 5, t), play("iso-bad-3", 666, 6, t)])
+    assert len(read_dead_letters(tmp_path / "dead_letter.jsonl")) == 1
+    assert engine.state.counts()["applied"] == applied
+    engine.close()
+
+
 # ---------------------------------------------------------------- batches, offline, HTTP
 
 
@@ -491,6 +575,58 @@ def test_http_service(world: World, tmp_path: Path) -> None:
         "unknown event type: no item_id (play) or signup_ts (sign-up)",
         "invalid JSON",
     ]
+
+
+@pytest.mark.slow
+def test_http_answers_bad_input_with_a_4xx_and_applies_the_rest(
+    world: World, tmp_path: Path
+) -> None:
+    """Poison among valid events: each rejected alone with its reason; a request of poison
+    only is a 422; unparseable bodies and out-of-range ids are 400; never a 500."""
+    from fastapi.testclient import TestClient
+
+    from nrt.http import create_app
+
+    engine = make_engine(world, tmp_path)
+    _refuse_user(engine, 666)
+    t = world.end + pd.Timedelta(hours=7)
+    poison = [
+        {"event_id": "p-1", "user_id": 2**63, "item_id": 1, "ts": t.isoformat()},
+        {"event_id": "p-2" + "x" * 1000, "user_id": 5, "item_id": 1, "ts": t.isoformat()},
+        play("p-3", 666, 1, t),  # valid, but the store refuses it
+    ]
+    valid = [play(f"v-{u}", u, 2, t) for u in (701, 702, 703)]
+    with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+        mixed = client.post("/events", json=[valid[0], *poison, *valid[1:]])
+        assert mixed.status_code == 200
+        body = mixed.json()
+        assert (body["applied"], body["dead_lettered"]) == (3, 3)
+        assert [e.get("reason") for e in body["events"][1:4]] == [
+            "user_id out of int64 range",
+            "event_id longer than 256 characters",
+            "apply failed: OverflowError: Python int too large to convert to SQLite INTEGER",
+        ]
+        alone = client.post("/events", json=poison[0])
+        assert alone.status_code == 422 and alone.json()["detail"] == "user_id out of int64 range"
+        deep = client.post("/events", content=b"[" * 100_000 + b"]" * 100_000)
+        assert deep.status_code == 400 and deep.json()["detail"] == "JSON nested too deep"
+        for user in ("99999999999999999999999", str(2**63)):
+            got = client.get(f"/users/{user}/embedding")
+            assert got.status_code == 400 and "outside int64" in got.json()["detail"], user
+        assert client.get("/users/703/embedding").status_code == 200
+        # a store that refuses everything: 503, nothing applied and nothing rejected
+        engine.state.apply = lambda events, nrt=True: 1 / 0  # type: ignore[method-assign]
+        down = client.post("/events", json=[play("d-1", 704, 1, t), play("d-2", 705, 1, t)])
+        assert down.status_code == 503 and "retry" in down.json()["detail"]
+    letters = read_dead_letters(tmp_path / "dead_letter.jsonl")
+    assert [d["reason"] for d in letters] == [
+        "user_id out of int64 range",
+        "event_id longer than 256 characters",
+        "apply failed: OverflowError: Python int too large to convert to SQLite INTEGER",
+        "user_id out of int64 range",
+        "JSON nested too deep",
+    ]
+    engine.close()
 
 
 def test_small_dense_weighted_means_equal_the_batch_helper() -> None:

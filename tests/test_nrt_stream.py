@@ -177,6 +177,86 @@ def test_injected_crash_before_ack_then_restart_applies_every_event_once(
     np.testing.assert_allclose(z_nrt, z_batch, rtol=1e-5, atol=1e-5)
 
 
+def test_poison_entries_are_dead_lettered_once_across_a_crash(
+    world: World, client, tmp_path: Path
+) -> None:
+    """Poison among valid entries: every valid event applied, every bad entry dead-lettered
+    exactly once (keyed by its entry id) although the consumer died after dead-lettering and
+    before acknowledging the rest; nothing stays pending."""
+    from tests.test_nrt import _refuse_user
+
+    cfg = stream_config(client, tmp_path, read_count=50)
+    t = world.end + pd.Timedelta(hours=3)
+    valid = [play(f"pz-{u}", u, 2, t) for u in range(920, 930)]
+    poison = [
+        {"event_id": "pz-big", "user_id": 2**63, "item_id": 1, "ts": t.isoformat()},
+        {"event_id": "pz-long" + "x" * 1000, "user_id": 5, "item_id": 1, "ts": t.isoformat()},
+        {"user_id": 5, "signup_ts": t.isoformat(), "onboarding_items": list(range(100_000))},
+        play("pz-refused", 666, 1, t),  # valid, but the store refuses it
+    ]
+    events = valid[:4] + poison[:2] + valid[4:7] + poison[2:] + valid[7:]
+    ids = send_stream(client, cfg.stream, events)
+    bad_ids = {ids[events.index(e)] for e in poison}
+    bad_ids.add(client.xadd(cfg.stream, {"event": b"[" * 100_000}).decode())  # too deep
+    bad_ids.add(client.xadd(cfg.stream, {"other": "field"}).decode())
+
+    def crash(n_batches: int) -> None:
+        raise RuntimeError("killed after dead-lettering, before XACK")
+
+    engine = stream_engine(world, client, cfg)
+    _refuse_user(engine, 666)
+    with pytest.raises(RuntimeError, match="killed"):
+        StreamConsumer(engine, client, cfg, fault=crash).run(idle_exit_s=0.5)
+    assert client.xpending(cfg.stream, cfg.group)["pending"] == len(valid)  # bad ones acked
+    engine.state.close()
+    engine = stream_engine(world, client, cfg)  # the restart re-reads its pending entries
+    _refuse_user(engine, 666)
+    consumer = StreamConsumer(engine, client, cfg)
+    consumer.run(idle_exit_s=0.5)
+    assert client.xpending(cfg.stream, cfg.group)["pending"] == 0
+    dead = client.xrange(cfg.dead_letter_stream)
+    assert sorted(f[b"entry"].decode() for _, f in dead) == sorted(bad_ids)
+    assert consumer.dead_lettered == 0  # nothing left for the second run to dead-letter
+    reasons = sorted(f[b"reason"].decode() for _, f in dead)
+    assert reasons == [
+        "JSON nested too deep",
+        "apply failed: OverflowError: Python int too large to convert to SQLite INTEGER",
+        "entry has no 'event' field",
+        "event_id longer than 256 characters",
+        "onboarding_items has more than 1000 entries",
+        "user_id out of int64 range",
+    ]
+    applied_once(engine, valid)
+    assert engine.metrics.get("events_duplicate") == len(valid)  # applied by the first run
+    engine.close()
+
+
+def test_an_entry_that_never_applies_is_dead_lettered_after_max_deliveries(
+    world: World, client, tmp_path: Path
+) -> None:
+    """A micro-batch whose only event fails (an outage looks the same) is retried, not
+    acknowledged; after max_deliveries deliveries it is dead-lettered and the partition
+    moves on to the events behind it."""
+    from tests.test_nrt import _refuse_user
+
+    cfg = stream_config(client, tmp_path, read_count=1)
+    t = world.end + pd.Timedelta(hours=4)
+    behind = [play(f"md-{u}", u, 2, t) for u in (931, 932)]
+    ids = send_stream(client, cfg.stream, [play("md-poison", 666, 1, t), *behind])
+    engine = stream_engine(world, client, cfg)
+    _refuse_user(engine, 666)
+    consumer = StreamConsumer(engine, client, cfg, max_deliveries=3, retry_s=0.01)
+    consumer.run(idle_exit_s=0.5)
+    assert client.xpending(cfg.stream, cfg.group)["pending"] == 0
+    dead = client.xrange(cfg.dead_letter_stream)
+    assert [(f[b"entry"].decode(), f[b"reason"].decode()) for _, f in dead] == [
+        (ids[0], "not applied after 4 deliveries")
+    ]
+    assert engine.metrics.get("micro_batches_failed") == 3
+    applied_once(engine, behind)
+    engine.close()
+
+
 def _consume_process(world: World, cfg: NrtConfig, log: Path, *flags: str) -> subprocess.Popen:
     userrep = os.path.join(os.path.dirname(sys.executable), "userrep")
     cmd = [
