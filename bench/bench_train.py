@@ -34,7 +34,7 @@ MISSING = {"7d": 0.4, "30d": 0.25, "180d": 0.1, "all": 0.0, "stats": 0.0, "onboa
 
 
 def bench_layout(vec_dim: int = 64, onboard_dim: int = 32) -> list[InputBlock]:
-    """A 600-column layout shaped like encoder_input_v1: 4 horizons x 2 modalities + extras."""
+    """A 600-column layout shaped like encoder_input_v2: 4 horizons x 2 modalities + extras."""
     spec = []
     for h in HORIZONS:
         spec += [(f"collab_{h}", h, vec_dim), (f"content_{h}", h, vec_dim), (f"counts_{h}", h, 2)]

@@ -56,7 +56,7 @@ def setup(root: Path, n: int, dim: int) -> None:
             session,
             batch_id=batch_id,
             as_of=AS_OF.to_pydatetime(),
-            feature_service="encoder_input_v1",
+            feature_service="encoder_input_v2",
             latent_dim=dim,
             artifact_path=str(root),
             artifact_sha256="0" * 64,

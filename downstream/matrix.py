@@ -97,7 +97,7 @@ def item_matrix(
 def raw_matrix(
     settings: Settings, frame: pd.DataFrame, dims: dict[str, int] | None = None
 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
-    """encoder_input_v1 exactly as the autoencoder sees it (representation.inputs.to_matrix)."""
+    """encoder_input_v2 exactly as the autoencoder sees it (representation.inputs.to_matrix)."""
     from representation.inputs import InputLayout, to_matrix
 
     cols = user_columns(settings, "raw", frame)

@@ -42,7 +42,7 @@ def feature_table(
     horizons: Sequence[C.Horizon],
     user_ids: np.ndarray,
 ) -> pa.Table:
-    """encoder_input_v1 columns, one row per user_ids entry, each as of its last event."""
+    """encoder_input_v2 columns, one row per user_ids entry, each as of its last event."""
     ev, us = shift_to_cut(events[events[C.USER_ID].isin(user_ids)], users)
     con = duckdb.connect()
     con.register("history_events", ev[[C.USER_ID, C.ITEM_ID, C.TS, C.WEIGHT]])

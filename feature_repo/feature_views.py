@@ -26,6 +26,12 @@ def _history_schema() -> list[Field]:
             Field(name=C.count_feature(h), dtype=Int64),
             Field(name=C.weight_feature(h), dtype=Float32),
         ]
+    fields += [
+        Field(name=f(m), dtype=Array(Float32))
+        for m in C.MODALITIES
+        for f in (C.liked_feature, C.disliked_feature)
+    ]
+    fields += [Field(name=n, dtype=Float32) for n in (C.LEVEL_MEAN, C.LEVEL_STD, C.DISLIKED_SHARE)]
     return fields + [
         Field(name=C.RECENCY_DAYS, dtype=Float32),
         Field(name=C.N_DISTINCT_ITEMS, dtype=Int64),
@@ -33,7 +39,8 @@ def _history_schema() -> list[Field]:
     ]
 
 
-# Weight-averaged item vectors per horizon and modality, plus counts, recency and diversity.
+# Weight-averaged item vectors per horizon and modality, the liked and disliked items' mean
+# vectors and the feedback level, plus counts, recency and diversity.
 # A snapshot older than the ttl is not used (users silent for a year restart from onboarding).
 user_history_features = FeatureView(
     name=C.USER_HISTORY_VIEW,

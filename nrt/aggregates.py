@@ -33,7 +33,7 @@ def pair_aggregates(
     """features.pair_aggregates in numpy, with an as-of per row (its user's).
 
     Per (user, item): SUM(ln(1 + weight)) and COUNT(*) of the events inside each horizon
-    (as_of - days < ts <= as_of) and last_s, the newest play, here in seconds relative to the
+    (as_of - days < ts <= as_of), sq_all (SUM(ln(1 + weight)^2) in the longest) and last_s, the newest play, here in seconds relative to the
     user's as-of. Rows come sorted by user, then item.
     """
     keep = ts_us <= as_of_us
@@ -53,6 +53,7 @@ def pair_aggregates(
         )
         out[f"w_{h.name}"] = np.bincount(pair, np.where(inside, lw, 0.0), minlength=len(starts))
         out[f"n_{h.name}"] = np.bincount(pair, inside, minlength=len(starts)).astype(np.int64)
+    out["sq_all"] = np.bincount(pair, np.where(inside, lw * lw, 0.0), minlength=len(starts))
     rel_us = ts_us - as_of_us  # <= 0, exact integer microseconds
     out["last_s"] = (np.maximum.reduceat(rel_us, starts) if len(starts) else rel_us[:0]) / 1e6
     return out
@@ -116,7 +117,8 @@ def _history(
     cols[C.N_DISTINCT_ITEMS] = np.where(has, np.bincount(uidx, minlength=n), np.nan)
     w_all = np.asarray(pairs[f"w_{horizons[-1].name}"], np.float64)
     cols[C.DIVERSITY] = np.where(has, feat._diversity(uidx, w_all, n), np.nan).astype(np.float32)
-    return cols
+    item_pos = np.where(known, ipos, -1)
+    return cols | feat.preference_columns(pairs, uidx, n, item_pos, both, widths, horizons)
 
 
 class FeatureCache:

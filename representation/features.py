@@ -52,6 +52,8 @@ def _horizon_sql(horizons: Sequence[C.Horizon]) -> str:
         cond = "" if h.days is None else f" FILTER (WHERE ts > $as_of - INTERVAL {h.days} DAY)"
         parts.append(f"COALESCE(SUM(lw){cond}, 0) AS w_{h.name}")
         parts.append(f"COUNT(*){cond} AS n_{h.name}")
+    # the spread of the longest horizon's weights (preference_columns' level_std)
+    parts.append(f"COALESCE(SUM(lw * lw){cond}, 0) AS sq_all")
     return ",\n  ".join(parts)
 
 
@@ -82,7 +84,8 @@ def pair_aggregates(
     horizons: Sequence[C.Horizon],
     user_range: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per (user, item): weights and counts in each horizon, last play; events <= as_of only.
+    """Per (user, item): weights and counts in each horizon, the sum of squared ln(1 + weight)
+    in the longest one (sq_all) and the last play; events <= as_of only.
 
     `source` is a SQL relation: the workspace's event files, or an in-memory frame registered
     on `con` (the near-real-time path), so batch and online share one definition. Rows come
@@ -184,7 +187,61 @@ def history_table(
     cols[C.N_DISTINCT_ITEMS] = pa.array(np.bincount(uidx).astype(np.int64))
     w_all = np.asarray(pairs[f"w_{horizons[-1].name}"], np.float64)
     cols[C.DIVERSITY] = pa.array(_diversity(uidx, w_all, len(users)))
+    item_pos = np.where(known, ipos, -1)
+    pref = preference_columns(pairs, uidx, len(users), item_pos, both, widths, horizons)
+    for name, values in pref.items():
+        cols[name] = list_array(values, ~np.isnan(values[:, 0])) if values.ndim > 1 else values
     return _stamp(pa.table(cols), as_of)
+
+
+def preference_columns(
+    pairs: dict[str, np.ndarray],
+    uidx: np.ndarray,
+    n_users: int,
+    item_pos: np.ndarray,
+    vectors: np.ndarray,
+    splits: np.ndarray,
+    horizons: Sequence[C.Horizon],
+) -> dict[str, np.ndarray]:
+    """The level and polarity of each user's feedback over all history, from (user, item)
+    aggregates: the batch snapshots and the NRT service both call this one definition.
+
+    A pair's level is its mean ln(1 + weight); it is liked when at or above the user's mean
+    over events, disliked below. A rating of 1 among 4s and 5s is then evidence against its
+    item, not for it; equal weights (plays without counts) make every pair liked. Returns
+    level_mean / level_std (float32, NaN without events), disliked_share, and per modality
+    the unweighted mean item vector of liked and of disliked pairs ((n, dim), NaN if none).
+    item_pos: each pair's row in `vectors` (-1: no vector); vectors: the modalities side by
+    side, split at `splits` (np.split's indices).
+    """
+    name = horizons[-1].name
+    w, n = np.asarray(pairs[f"w_{name}"], np.float64), np.asarray(pairs[f"n_{name}"], np.float64)
+    sq = np.asarray(pairs["sq_all"], np.float64)
+    events = np.bincount(uidx, n, minlength=n_users)
+    has = events > 0
+    mean = np.bincount(uidx, w, minlength=n_users) / np.maximum(events, 1)
+    var = np.bincount(uidx, sq, minlength=n_users) / np.maximum(events, 1) - mean**2
+    pair_mean = w / np.maximum(n, 1)
+    # ties within float noise count as liked: SQL and numpy sums differ in the last bits
+    liked = pair_mean >= mean[uidx] - 1e-9 * np.maximum(1.0, np.abs(mean[uidx]))
+    known = item_pos >= 0
+    cols = np.where(known, item_pos, 0)
+    out: dict[str, np.ndarray] = {
+        C.LEVEL_MEAN: np.where(has, mean, np.nan).astype(np.float32),
+        C.LEVEL_STD: np.where(has, np.sqrt(np.maximum(var, 0.0)), np.nan).astype(np.float32),
+        C.DISLIKED_SHARE: np.where(
+            has,
+            np.bincount(uidx, ~liked, minlength=n_users)
+            / np.maximum(np.bincount(uidx, minlength=n_users), 1),
+            np.nan,
+        ).astype(np.float32),
+    }
+    for polarity, side in (("liked", liked), ("disliked", ~liked)):
+        means, _ = _weighted_means(uidx, cols, (side & known).astype(np.float64), vectors, n_users)
+        for modality, part in zip(C.MODALITIES, np.split(means, splits, axis=1), strict=True):
+            key = C.liked_feature(modality) if polarity == "liked" else C.disliked_feature(modality)
+            out[key] = part
+    return out
 
 
 def _diversity(uidx: np.ndarray, w: np.ndarray, n_users: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Encoder input assembly: the encoder_input_v1 features of a set of users -> one float matrix.
+"""Encoder input assembly: the encoder_input_v2 features of a set of users -> one float matrix.
 
 The column layout (blocks grouped by horizon / stats / onboarding) is what the autoencoder's
 block masking works on. Missing values stay NaN; the autoencoder's normaliser handles them.
@@ -38,6 +38,14 @@ class InputLayout:
                 (f"n_events_{h}", h, 1),
                 (f"weight_{h}", h, 1),
             ]
+        last = self.horizons[-1]  # the preference blocks summarise all history: masked with it
+        for m, dim in zip(C.MODALITIES, (self.collab_dim, self.content_dim), strict=True):
+            out += [(C.liked_feature(m), last, dim), (C.disliked_feature(m), last, dim)]
+        out += [
+            (C.LEVEL_MEAN, last, 1),
+            (C.LEVEL_STD, last, 1),
+            (C.DISLIKED_SHARE, last, 1),
+        ]
         out += [
             (C.RECENCY_DAYS, "stats", 1),
             (C.N_DISTINCT_ITEMS, "stats", 1),
@@ -199,7 +207,7 @@ def layout_for(settings: Settings, collab_dim: int, content_dim: int) -> InputLa
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The encoder_input_v1 features of one snapshot, read straight from the views' source
+    """The encoder_input_v2 features of one snapshot, read straight from the views' source
     files (the fast path for batch embedding; equal to Feast's point-in-time join at as_of)."""
 
     history: pa.Table  # one row per user with plays <= as_of
@@ -296,7 +304,7 @@ def read_snapshot(
 
 
 def read_via_feast(settings: Settings, entity_df: pd.DataFrame) -> pa.Table:
-    """Point-in-time join of encoder_input_v1 for (user_id, event_timestamp) rows through Feast,
+    """Point-in-time join of encoder_input_v2 for (user_id, event_timestamp) rows through Feast,
     as Arrow: vector columns stay list arrays (a DataFrame holds one Python object per cell,
     several times the memory at a million users)."""
     from userrep.feast_store import feature_store

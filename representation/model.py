@@ -1,6 +1,6 @@
 """The user autoencoder: one standardised input row per user (NaN = missing) -> z_u -> recon.
 
-Sits between the assembled encoder input (Feast service `encoder_input_v1`) and the z_u batches:
+Sits between the assembled encoder input (Feast service `encoder_input_v2`) and the z_u batches:
 `train.py` fits it, `artifact.py` saves it and embeds users with it.
 """
 

@@ -51,7 +51,7 @@ class UserSignals:
 def feature_row(
     signals: UserSignals, vecs: ItemVectors, as_of: pd.Timestamp, horizons: Sequence[C.Horizon]
 ) -> pa.Table:
-    """encoder_input_v1 for one user as of a time, same definitions as the batch snapshots."""
+    """encoder_input_v2 for one user as of a time, same definitions as the batch snapshots."""
     onb = feat.onboarding_table(signals.users_frame(), vecs, as_of).to_pandas()
     row = pd.DataFrame({C.USER_ID: [signals.user_id]})
     events = signals.events

@@ -65,12 +65,12 @@ def _encoder_dims(settings: Settings) -> tuple[int, int]:
 def training_matrix(
     settings: Settings, as_of: pd.Timestamp, layout: InputLayout, chunk: int = 200_000
 ) -> tuple[np.ndarray, np.ndarray]:
-    """encoder_input_v1 for every user known at as_of (sorted by id), through Feast's
+    """encoder_input_v2 for every user known at as_of (sorted by id), through Feast's
     point-in-time join, `chunk` users per join."""
     from userrep.feast_store import apply_repo
 
     _require_snapshot(settings, as_of)
-    apply_repo(settings)  # idempotent: the views and encoder_input_v1 exist for this workspace
+    apply_repo(settings)  # idempotent: the views and encoder_input_v2 exist for this workspace
     users = pd.read_parquet(
         settings.paths.user_onboarding / snapshot_name(as_of), columns=[C.USER_ID]
     )

@@ -37,7 +37,7 @@ def test_apply_materialize_and_read_online(fresh_settings: Settings, tmp_path: P
     )
     ws = fresh_settings.workspace
     out = feast(repo, ws, "apply")
-    assert "user_embedding" in out and "encoder_input_v1" in out
+    assert "user_embedding" in out and "encoder_input_v2" in out
     feast(
         repo,
         ws,

@@ -203,3 +203,58 @@ def test_played_items_outside_the_catalog_get_collaborative_vectors(text_cache) 
     )
     assert len(only_events.item_ids) == 40 and not only_events.content.any()
     np.testing.assert_allclose(only_events.collab, vecs.collab)  # the events decide it alone
+
+
+def _ratings(rows: list[tuple[int, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            C.USER_ID: [u for u, _, _ in rows],
+            C.ITEM_ID: [i for _, i, _ in rows],
+            C.TS: [T - (k + 1) * DAY for k in range(len(rows))],
+            C.WEIGHT: [w for _, _, w in rows],
+        }
+    )
+
+
+@pytest.mark.parametrize("executor", ["sql", "numpy"])
+def test_a_low_rating_is_evidence_against_its_item(executor: str) -> None:
+    """User 1 rates items 0 and 2 with a 5 and item 1 with a 1: items 0 and 2 are liked, item 1
+    disliked. User 2 plays three items once each: equal weights, everything liked."""
+    import duckdb
+
+    from nrt.aggregates import pair_aggregates as numpy_pairs
+
+    events = _ratings(
+        [(1, 0, 5.0), (1, 1, 1.0), (1, 2, 5.0), (2, 1, 1.0), (2, 2, 1.0), (2, 3, 1.0)]
+    )
+    horizons = C.DEFAULT_HORIZONS
+    if executor == "sql":
+        con = duckdb.connect()
+        con.register("ev", events)
+        pairs = feat.pair_aggregates(con, "ev", T, horizons)
+    else:
+        ts_us = events[C.TS].astype("int64").to_numpy() // 1000
+        as_of = np.full(len(events), T.value // 1000)
+        pairs = numpy_pairs(
+            events[C.USER_ID].to_numpy(), events[C.ITEM_ID].to_numpy(), ts_us,
+            events[C.WEIGHT].to_numpy(), as_of, horizons,
+        )  # fmt: skip
+    users, uidx = np.unique(pairs[C.USER_ID], return_inverse=True)
+    vecs = planted_vectors()
+    both = np.hstack([vecs.collab, vecs.content])  # (4, 8): one-hot collab, reversed content
+    out = feat.preference_columns(
+        pairs, uidx, len(users), vecs.index(pairs[C.ITEM_ID]), both, np.array([4]), horizons
+    )
+    np.testing.assert_allclose(out[C.liked_feature("collab")][0], [0.5, 0, 0.5, 0], atol=1e-6)
+    np.testing.assert_allclose(out[C.disliked_feature("collab")][0], [0, 1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(out[C.disliked_feature("content")][0], [0, 0, 1, 0], atol=1e-6)
+    lw = np.log1p([5.0, 1.0, 5.0])
+    assert out[C.LEVEL_MEAN][0] == pytest.approx(lw.mean(), rel=1e-6)
+    assert out[C.LEVEL_STD][0] == pytest.approx(lw.std(), rel=1e-5)
+    assert out[C.DISLIKED_SHARE][0] == pytest.approx(1 / 3)
+    np.testing.assert_allclose(
+        out[C.liked_feature("collab")][1], [0, 1 / 3, 1 / 3, 1 / 3], atol=1e-6
+    )
+    assert np.isnan(out[C.disliked_feature("collab")][1]).all()  # no dislike without a spread
+    assert out[C.LEVEL_STD][1] == pytest.approx(0.0, abs=1e-6)
+    assert out[C.DISLIKED_SHARE][1] == 0.0

@@ -91,6 +91,21 @@ def weight_feature(horizon: Horizon) -> str:
     return f"weight_{horizon.name}"
 
 
+def liked_feature(modality: str) -> str:
+    """Mean item vector of the items a user liked: at or above their own mean weight."""
+    return f"{modality}_liked"
+
+
+def disliked_feature(modality: str) -> str:
+    """Mean item vector of the items a user disliked: below their own mean weight."""
+    return f"{modality}_disliked"
+
+
+# the level of a user's feedback: mean and spread of ln(1 + weight) over their events, and the
+# share of their items below their own mean (explicit ratings: dislikes; plays: the tail)
+LEVEL_MEAN = "level_mean"
+LEVEL_STD = "level_std"
+DISLIKED_SHARE = "disliked_share"
 # scalar history features beside the per-horizon ones
 RECENCY_DAYS = "recency_days"
 N_DISTINCT_ITEMS = "n_distinct_items"
@@ -111,7 +126,7 @@ USER_HISTORY_VIEW = "user_history_features"
 USER_ONBOARDING_VIEW = "user_onboarding_features"
 ITEM_VECTORS_VIEW = "item_vectors"
 USER_EMBEDDING_VIEW = "user_embedding"
-ENCODER_INPUT_SERVICE = "encoder_input_v1"
+ENCODER_INPUT_SERVICE = "encoder_input_v2"
 
 
 def horizon_from_name(name: str) -> Horizon:

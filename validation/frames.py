@@ -30,7 +30,7 @@ def read_arrow_lists(path: Path) -> pd.DataFrame:
 
 
 def features_frame(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
-    """encoder_input_v1 of one snapshot: onboarding and history rows joined on user_id."""
+    """encoder_input_v2 of one snapshot: onboarding and history rows joined on user_id."""
     from representation.features import snapshot_name
 
     name = snapshot_name(as_of)

@@ -143,7 +143,7 @@ def features_suite(
     q: QualityThresholds,
     previous_rows: int | None,
 ) -> list[Spec]:
-    """An encoder_input_v1 snapshot (history + onboarding, one row per user)."""
+    """An encoder_input_v2 snapshot (history + onboarding, one row per user)."""
     counts = [C.count_feature(h) for h in horizons]
     weights = [C.weight_feature(h) for h in horizons]
     scalars = [

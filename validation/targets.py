@@ -19,7 +19,7 @@ from validation.runner import CheckResult, run_suite
 
 EVENTS_SUITE = "events_v1"
 ITEM_VECTORS_SUITE = "item_vectors_v1"
-FEATURES_SUITE = "encoder_input_v1_snapshot"
+FEATURES_SUITE = "encoder_input_v2_snapshot"
 ZU_SUITE = "z_u_batch_v1"
 TRAINING_SET_SUITE = "training_set_v1"
 MAX_HISTOGRAMS = 12  # drifted columns drawn in a report
@@ -101,7 +101,7 @@ def check_features(
     reference: pd.DataFrame | None = None,
     reference_ref: str | None = None,
 ) -> ValidationOutcome:
-    """An encoder_input_v1 snapshot; with `reference` (an earlier snapshot) also feature drift."""
+    """An encoder_input_v2 snapshot; with `reference` (an earlier snapshot) also feature drift."""
     specs = suites.features_suite(vector_widths, horizons, now, cfg.quality, previous_rows)
     checks = run_suite(FEATURES_SUITE, frame, specs)
     statistics = {"row_count": len(frame), "now": now.isoformat(), "reference": reference_ref}
