@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from downstream.metrics import (
     user_folds,
 )
 from downstream.models import LightGBMModel, XGBoostModel, make_model
-from downstream.training_set import build_training_set, gate_training_set, trainable_batch
+from downstream.training_set import build_training_set, require_valid_batch, trainable_batch
 from representation import batches
 from userrep import columns as C
 from userrep.db import session_scope
@@ -365,10 +365,8 @@ def train_task(
             raise ValueError(f"feature set {feature_set!r} needs an explicit as_of")
         as_of = batch_as_of(settings, pinned)
     labels = task_labels(settings, task, as_of, window_days, settings.seed, exclude_seen)
+    validation = require_valid_batch(settings, pinned) if pinned is not None else None
     frame = build_training_set(settings, labels, pinned, feature_set, validate=False)
-    if pinned is not None:  # the gate sees exactly the rows the model will fit and be tested on
-        used = frame[frame[C.Z_U].notna()]
-        gate_training_set(settings, used, pinned, f"{task}@{pinned}@{as_of:%Y%m%dT%H%M%S}")
     split_seed = settings.seed if split_seed is None else split_seed
     design = make_design(settings, frame, feature_set, seed=split_seed)
     model, metrics = fit_evaluate(
@@ -381,6 +379,8 @@ def train_task(
         intervals=N_RESAMPLES,
     )
     metrics["split_seed"] = split_seed
+    if validation is not None:
+        metrics["batch_validation"] = asdict(validation)
     if not metrics["learned"]:
         log.warning(
             "%s / %s: test AUC %.3f, 95 %% interval %s reaches 0.5 on %d test users: the model "

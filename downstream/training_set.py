@@ -6,21 +6,19 @@ Every label row comes back, in order; features that did not exist at a row's tim
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from downstream.labels import LABEL
 from representation import batches
 from userrep import columns as C
-from userrep.db import BatchStatus, session_scope
+from userrep.db import BatchStatus, TargetKind, latest_validation_run, session_scope
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,7 +44,7 @@ def curated_features(settings: Settings) -> list[str]:
 
 
 def raw_features(settings: Settings) -> list[str]:
-    """encoder_input_v1 in full: what the autoencoder reads, without the autoencoder."""
+    """encoder_input_v2 in full: what the autoencoder reads, without the autoencoder."""
     hist = []
     for h in settings.horizon_list:
         hist += [C.vector_feature(m, h) for m in C.MODALITIES]
@@ -154,36 +152,50 @@ def first_vector_times(settings: Settings, batch_id: str) -> pd.Series:
     return pd.Series(df["t"].to_numpy(), index=df[C.USER_ID].to_numpy())
 
 
-def gate_training_set(
-    settings: Settings,
-    frame: pd.DataFrame,
-    batch_id: str | None,
-    name: str = "training_set",
-    raise_on_failure: bool = True,
-    record: bool = True,
-) -> Any:
-    """validation.gate.validate_training_set on a z_u training set, when that module exists
-    (imported lazily; returns None and logs when it does not). Class-name labels are checked
-    as class codes."""
-    try:
-        fn = importlib.import_module("validation.gate").validate_training_set
-    except (ModuleNotFoundError, AttributeError):
-        log.info("validation.gate.validate_training_set not available: %s not validated", name)
-        return None
-    kwargs: dict[str, Any] = {
-        "batch_id": batch_id,
-        "name": name,
-        "raise_on_failure": raise_on_failure,
-        "settings": settings if record else None,
-    }
-    if LABEL in frame.columns and not pd.api.types.is_numeric_dtype(frame[LABEL]):
-        codes, classes = pd.factorize(frame[LABEL], sort=True)
-        frame = frame.assign(**{LABEL: codes})
-        kwargs["label_range"] = (0, max(len(classes) - 1, 0))
-    params = inspect.signature(fn).parameters
-    outcome = fn(frame, **{k: v for k, v in kwargs.items() if k in params})
-    log.info("validate_training_set: %s", getattr(outcome, "headline", lambda: outcome)())
-    return outcome
+@dataclass(frozen=True)
+class BatchValidation:
+    """The newest validation run over a batch's z_u (target kind "batch") in the metadata DB;
+    the validation package writes these runs, downstream only reads them."""
+
+    batch_id: str
+    run_id: int | None = None  # None: the batch was never validated
+    suite: str | None = None
+    success: bool | None = None
+    failed: list[str] = field(default_factory=list)  # failed expectations of that run
+    at: str | None = None
+
+    def headline(self) -> str:
+        if self.run_id is None:
+            return f"batch {self.batch_id}: no validation run"
+        state = "passed" if self.success else f"failed ({', '.join(self.failed) or '?'})"
+        return f"batch {self.batch_id}: validation run #{self.run_id} ({self.suite}) {state}"
+
+
+def batch_validation(settings: Settings, batch_id: str) -> BatchValidation:
+    """What the metadata DB says of the batch's z_u: its newest validation run, if any."""
+    with session_scope(settings.metadata_db_url) as session:
+        run = latest_validation_run(session, TargetKind.BATCH, batch_id)
+        if run is None:
+            return BatchValidation(batch_id)
+        return BatchValidation(
+            batch_id,
+            run.id,
+            run.suite,
+            bool(run.success),
+            list(run.failed_expectations or []),
+            str(run.created_at),
+        )
+
+
+def require_valid_batch(settings: Settings, batch_id: str) -> BatchValidation:
+    """Refuse (BatchError) a batch whose newest validation run failed: a model must not learn
+    from z_u that failed its checks. A batch never validated passes with a log line (such a
+    batch was promoted with a recorded forced reason, or is only ready)."""
+    check = batch_validation(settings, batch_id)
+    if check.success is False:
+        raise batches.BatchError(f"{check.headline()}: re-validate or retrain it first")
+    log.info("%s", check.headline())
+    return check
 
 
 def build_training_set(
@@ -200,9 +212,9 @@ def build_training_set(
     or building batch raises BatchError); "curated" and "raw" read user_history_features and
     user_onboarding_features ("onboarding": only its pick-mean vectors). Rows with an item_id
     also get item_vectors collab/content. The null counts are logged and kept in
-    `frame.attrs["nulls"]`; with `validate`, a z_u set also goes through the validation gate in
-    report mode (never raises: nulls here are by design; train_task gates the rows it trains
-    on for real).
+    `frame.attrs["nulls"]`; with `validate`, a z_u set also reports its batch's newest
+    validation run (`frame.attrs["batch_validation"]`; never raises: train_task refuses a
+    batch whose run failed).
     """
     from userrep.feast_store import feature_store
 
@@ -220,7 +232,9 @@ def build_training_set(
     nulls = null_report(frame, user_cols, ITEM_FEATURES if items else (), known)
     frame.attrs.update(nulls=nulls, batch_id=pinned, feature_set=feature_set)
     log.info("training set (%s%s): %s", feature_set, f", batch {pinned}" if pinned else "", nulls)
-    if validate and pinned is not None:  # report only: nulls here are by design
-        outcome = gate_training_set(settings, frame, pinned, raise_on_failure=False, record=False)
-        frame.attrs["validation_failed"] = getattr(outcome, "failed", None)
+    if validate and pinned is not None:  # report only
+        check = batch_validation(settings, pinned)
+        frame.attrs["batch_validation"] = check
+        frame.attrs["validation_failed"] = check.failed if check.success is False else None
+        log.info("%s", check.headline())
     return frame

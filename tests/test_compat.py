@@ -18,7 +18,7 @@ from downstream.tasks import Design
 from representation import batches
 from representation.align import AlignmentMap
 from userrep import columns as C
-from userrep.db import DownstreamModel, session_scope, upgrade
+from userrep.db import DownstreamModel, record_validation_run, session_scope, upgrade
 from userrep.settings import Settings
 
 
@@ -306,3 +306,19 @@ def test_gate_rule_decides_in_order(evidence: compat.Evidence, verdict: str, why
     assert got == verdict and why in reasons[0]
     lost = compat.Lineage(False, ["b"], why="batch b has no alignment record naming a parent")
     assert compat.GateRule().decide(lost, evidence)[0] == compat.INCOMPATIBLE
+
+
+def test_training_refuses_a_batch_whose_newest_validation_run_failed(world: World) -> None:
+    from downstream.training_set import batch_validation, require_valid_batch
+
+    assert require_valid_batch(world.settings, "b-a").run_id is None  # never validated: passes
+    with session_scope(world.settings.metadata_db_url) as session:
+        _batch(session, "b-checked")
+        record_validation_run(session, "batch", "b-checked", "zu_v1", False, {}, ["z_u_finite"])
+    with pytest.raises(batches.BatchError, match="z_u_finite"):
+        require_valid_batch(world.settings, "b-checked")
+    with session_scope(world.settings.metadata_db_url) as session:
+        record_validation_run(session, "batch", "b-checked", "zu_v1", True, {}, [])
+    check = batch_validation(world.settings, "b-checked")
+    assert check.success and "passed" in check.headline()
+    assert require_valid_batch(world.settings, "b-checked").run_id == check.run_id

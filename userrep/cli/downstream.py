@@ -39,15 +39,6 @@ SplitSeedOpt = Annotated[
 ]
 
 
-def _gate_errors() -> tuple[type[Exception], ...]:
-    """The validation gate's failure type, when the validation package is there."""
-    try:
-        from validation.outcome import ValidationFailed
-    except ImportError:
-        return ()
-    return (ValidationFailed,)
-
-
 def _as_of(value: str | None, batch: str | None) -> object:
     from downstream.tasks import batch_as_of
     from downstream.training_set import trainable_batch
@@ -65,7 +56,7 @@ def training_set_cmd(
     window_days: WindowOpt = 7,
     exclude_seen: SeenOpt = False,
     validate: Annotated[
-        bool, typer.Option(help="Run the validation gate in report mode (slow on ~1M rows).")
+        bool, typer.Option(help="Report the batch's newest validation run (metadata DB).")
     ] = True,
 ) -> None:
     """Build a task's labels and join point-in-time features through Feast; write parquet."""
@@ -83,6 +74,8 @@ def training_set_cmd(
         fail(str(err))
     frame.to_parquet(out, index=False)
     console.print(f"{len(frame):,} rows -> {out}; nulls: {frame.attrs['nulls']}")
+    if "batch_validation" in frame.attrs:
+        console.print(frame.attrs["batch_validation"].headline())
 
 
 @downstream_app.command("train")
@@ -133,7 +126,7 @@ def train_cmd(
             min_val_users=min_val_users,
             round_folds=folds,
         )
-    except (BatchError, ValueError, *_gate_errors()) as err:  # type: ignore[misc]
+    except (BatchError, ValueError) as err:
         fail(str(err))
     console.print(json.dumps(result.metrics, indent=2, default=str))
     console.print(f"model {result.model_id} pinned to batch {result.batch_id}")
