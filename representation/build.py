@@ -122,9 +122,9 @@ def materialize_latest(
     views: Sequence[str] = (C.USER_HISTORY_VIEW, C.USER_ONBOARDING_VIEW, C.ITEM_VECTORS_VIEW),
 ) -> None:
     """Load each user's newest feature values at or before as_of into the online store."""
-    from userrep.feast_store import apply_repo
+    from userrep.feast_store import store as feast_store
 
-    store = apply_repo(settings)
+    store = feast_store(settings)
     start = as_of - pd.Timedelta(days=3650)
     end = as_of + pd.Timedelta(seconds=1)
     store.materialize(

@@ -67,10 +67,10 @@ def training_matrix(
 ) -> tuple[np.ndarray, np.ndarray]:
     """encoder_input_v2 for every user known at as_of (sorted by id), through Feast's
     point-in-time join, `chunk` users per join."""
-    from userrep.feast_store import apply_repo
+    from userrep.feast_store import store
 
     _require_snapshot(settings, as_of)
-    apply_repo(settings)  # idempotent: the views and encoder_input_v2 exist for this workspace
+    store(settings)  # applied once: the views and encoder_input_v2 exist for this workspace
     users = pd.read_parquet(
         settings.paths.user_onboarding / snapshot_name(as_of), columns=[C.USER_ID]
     )
@@ -269,9 +269,9 @@ def published_times(settings: Settings, batch_id: str) -> list[pd.Timestamp]:
 
 
 def _online_store(settings: Settings):  # -> FeatureStore
-    from userrep.feast_store import apply_repo
+    from userrep.feast_store import store
 
-    return apply_repo(settings)
+    return store(settings)
 
 
 def _embedding_schema() -> pa.Schema:

@@ -40,10 +40,10 @@ def get_user_embeddings(
     store: FeatureStore | None = None,
 ) -> tuple[str, np.ndarray]:
     """(batch id, (n, latent_dim) float32) from the online store; NaN rows for unknown users."""
-    from userrep.feast_store import feature_store
+    from userrep.feast_store import store as workspace_store
 
     batch, dim = resolve_batch(settings, batch_id)
-    store = store or feature_store(settings)
+    store = store or workspace_store(settings)
     rows = [{C.USER_ID: int(u), C.BATCH_ID: batch} for u in user_ids]
     values = store.get_online_features(
         features=[f"{C.USER_EMBEDDING_VIEW}:{C.Z_U}"], entity_rows=rows

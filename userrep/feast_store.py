@@ -1,11 +1,16 @@
 """The Feast side of a workspace: repo config from settings, applying feature_repo/, the store.
 
+`feast apply` runs where the repo changes: `userrep init` / `userrep apply` (apply_repo), or
+the first time a workspace's store is asked for after the declarations or the config changed
+(store, which compares a fingerprint). One FeatureStore per workspace and process.
 `feast` is imported lazily (about 5 s) so commands that do not touch Feast stay fast.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import sys
 from types import ModuleType
@@ -124,11 +129,45 @@ def repo_objects(settings: Settings) -> list[Any]:
     return objects
 
 
+def repo_fingerprint(settings: Settings) -> str:
+    """sha256 of what `feast apply` registers: the declarations, the config and the horizons."""
+    h = hashlib.sha256(json.dumps(repo_config_dict(settings), sort_keys=True).encode())
+    h.update(settings.horizons.encode())
+    for name in REPO_MODULES:
+        h.update((settings.feature_repo / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def _fingerprint_file(settings: Settings):
+    return settings.paths.feast / "applied.sha256"
+
+
 def apply_repo(settings: Settings) -> FeatureStore:
     """`feast apply` in-process: register the feature repo's objects for this workspace."""
     store = feature_store(settings)
     objects = repo_objects(settings)
     store.apply(objects)
     write_feature_store_yaml(settings)
+    _fingerprint_file(settings).write_text(repo_fingerprint(settings))
     log.info("applied %d Feast objects to project %s", len(objects), settings.project)
+    _STORES[_key(settings)] = store
     return store
+
+
+_STORES: dict[str, FeatureStore] = {}
+
+
+def _key(settings: Settings) -> str:
+    return json.dumps(repo_config_dict(settings), sort_keys=True)
+
+
+def store(settings: Settings) -> FeatureStore:
+    """The workspace's FeatureStore, one per process; applies the repo first only when it was
+    never applied or its declarations or config changed since."""
+    fingerprint = _fingerprint_file(settings)
+    if not fingerprint.exists() or fingerprint.read_text() != repo_fingerprint(settings):
+        return apply_repo(settings)
+    key = _key(settings)
+    if key not in _STORES:
+        _STORES[key] = feature_store(settings)
+    return _STORES[key]

@@ -45,9 +45,9 @@ class LocalEngine:
 
     def load_online(self, path: Path) -> int:
         from representation.scale.shards import online_rows
-        from userrep.feast_store import apply_repo
+        from userrep.feast_store import store
 
-        apply_repo(self.settings)
+        store(self.settings)
         groups = range(pq.ParquetFile(path).metadata.num_row_groups)
         return online_rows(self.settings, path, groups, 0).n_users
 

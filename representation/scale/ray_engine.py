@@ -160,9 +160,9 @@ class RayEngine:
     def load_online(self, path: Path) -> int:
         """Row groups of a published z_u file written by parallel tasks (one at a time into
         SQLite, which takes a single writer)."""
-        from userrep.feast_store import apply_repo
+        from userrep.feast_store import store
 
-        apply_repo(self.settings)  # idempotent: the workers' stores find user_embedding
+        store(self.settings)  # applied once: the workers' stores find user_embedding
         n_groups = pq.ParquetFile(path).metadata.num_row_groups
         groups = np.array_split(np.arange(n_groups), min(self.n_shards, n_groups))
         args = [(self.settings, path, g.tolist(), k) for k, g in enumerate(groups)]

@@ -93,6 +93,15 @@ def init_cmd() -> None:
     console.print(f"workspace ready: {settings.workspace}")
 
 
+@app.command("apply")
+def apply_cmd() -> None:
+    """Register feature_repo/ with Feast again (after editing its declarations)."""
+    from userrep.feast_store import apply_repo
+
+    apply_repo(state.settings)
+    console.print(f"feature repo applied to {state.settings.workspace}")
+
+
 def _migrate(settings: Settings) -> None:
     from userrep.db import upgrade
 

@@ -36,9 +36,9 @@ def _config(**overrides: Any):  # -> NrtConfig
 
 def _engine(cfg: Any, dead_letters: Any):  # -> NrtEngine
     from nrt.engine import NrtEngine
-    from userrep.feast_store import apply_repo
+    from userrep.feast_store import store
 
-    apply_repo(state.settings)  # idempotent: the user_embedding view exists for this workspace
+    store(state.settings)  # applied once: the user_embedding view exists for this workspace
     return NrtEngine(state.settings, cfg, dead_letters)
 
 
