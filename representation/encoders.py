@@ -157,10 +157,9 @@ class TextEmbedder:
             {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}.items()
         )
         if missing:
-            if self._model is None:
-                self._model = load_sentence_model()
+            model = self._model = self._model or load_sentence_model()
             log.info("embedding %d new texts with all-MiniLM-L6-v2", len(missing))
-            vecs = self._model.encode(
+            vecs = model.encode(
                 [t for _, t in missing],
                 batch_size=128,
                 convert_to_numpy=True,

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, inspect, pool, text
 
 from userrep.db import Base, alembic_config, check, downgrade, upgrade
 from userrep.db.migrate import include_name
-from userrep.db.testing import PostgresUnavailable, temporary_postgres_database
+from tests.postgres import PostgresUnavailable, temporary_postgres_database
 
 OUR_TABLES = {"representation_batch", "downstream_model", "validation_run"}
 FEAST_TABLES = {"projects", "feature_views"}

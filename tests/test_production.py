@@ -22,7 +22,7 @@ from representation.pipeline import embedding_table
 from representation.serving import get_user_embeddings
 from userrep import columns as C
 from userrep.db import session_scope, upgrade
-from userrep.db.testing import PostgresUnavailable, temporary_postgres_database
+from tests.postgres import PostgresUnavailable, temporary_postgres_database
 from userrep.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

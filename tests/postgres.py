@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL databases for integration tests of anything using the metadata DB."""
+"""Throwaway PostgreSQL databases for the integration tests of anything using the metadata DB."""
 
 from __future__ import annotations
 
