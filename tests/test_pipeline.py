@@ -42,8 +42,8 @@ def test_users_of_a_planted_cluster_are_neighbours_in_z(built: Pipeline) -> None
 
 
 def test_cold_start_user_lands_in_the_cluster_of_their_picks(built: Pipeline) -> None:
+    from nrt.signals import UserSignals, embed_signals
     from representation.encoders import load_item_vectors
-    from representation.online import UserSignals, embed_signals
 
     encoder, layout = pipeline.load_encoder(built.settings, built.batch_id)
     vecs = load_item_vectors(built.settings.paths)
