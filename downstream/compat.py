@@ -63,11 +63,11 @@ log = logging.getLogger(__name__)
 # and reach 0.006 at worst, procrustes alone averages 0.012 to 0.015, unaligned 0.17 to 0.21.
 DEFAULT_MAX_DROP = 0.005
 # Widest drop interval (one-sided 95 % lower to upper bound, i.e. two-sided 90 %) that decides
-# anything: a bootstrap over a few dozen users is itself unreliable, and on MovieLens 100K
-# (~20 test users) single AUCs moved 0.3 between seeds.
+# anything: a bootstrap over a few dozen users is itself unreliable (on MovieLens 100K, ~18
+# test users a window, one retrained GBDT scored 0.36 to 0.73 between seeds; docs/alignment.md).
 DEFAULT_MAX_WIDTH = 0.05
 MIN_TEST_USERS = 50  # held-out users scored on both batches
-MIN_LABELS = 50  # positives and negatives each (binary); rows per class present (multiclass)
+MIN_LABELS = 50  # positives and negatives each (binary); rows of the rarest class (multiclass)
 LEVEL = 0.95  # one-sided level of the drop's bounds; metric intervals are two-sided at it
 COMPAT_KEY = "compat"
 REPINS_KEY = "repins"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -234,7 +234,7 @@ def build_training_set(
     log.info("training set (%s%s): %s", feature_set, f", batch {pinned}" if pinned else "", nulls)
     if validate and pinned is not None:  # report only
         check = batch_validation(settings, pinned)
-        frame.attrs["batch_validation"] = check
+        frame.attrs["batch_validation"] = asdict(check)  # attrs go into parquet as JSON
         frame.attrs["validation_failed"] = check.failed if check.success is False else None
         log.info("%s", check.headline())
     return frame

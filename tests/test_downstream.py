@@ -322,6 +322,7 @@ def test_cli_writes_a_training_set(ws: Workspace, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
     assert len(frame) > 50 and frame[C.Z_U].notna().all()
+    assert "no validation run" in " ".join(result.output.split())
     for cmd in ("training-set", "train", "score", "compare", "similar", "list"):
         assert CliRunner().invoke(app, ["downstream", cmd, "--help"]).exit_code == 0
 

@@ -75,7 +75,9 @@ def training_set_cmd(
     frame.to_parquet(out, index=False)
     console.print(f"{len(frame):,} rows -> {out}; nulls: {frame.attrs['nulls']}")
     if "batch_validation" in frame.attrs:
-        console.print(frame.attrs["batch_validation"].headline())
+        from downstream.training_set import BatchValidation
+
+        console.print(BatchValidation(**frame.attrs["batch_validation"]).headline())
 
 
 @downstream_app.command("train")
