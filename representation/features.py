@@ -123,10 +123,23 @@ def iter_pair_chunks(
         yield carry
 
 
-def _weighted_means(
+SMALL_PAIRS = 4096  # below this many (user, item) pairs a dense sum beats building a CSR
+
+
+def weighted_means(
     rows: np.ndarray, cols: np.ndarray, w: np.ndarray, vectors: np.ndarray, n_users: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """_grouped_weighted_means for (row, col, weight) triples in any order."""
+    """Per user, the w-weighted mean of item vectors: float32 weights x float32 vectors summed
+    per user, divided by the float64 total weight; users with no weight are invalid (NaN)."""
+    if len(rows) <= SMALL_PAIRS:  # one NRT user: no sparse matrix (~0.2 ms a call saved)
+        nz = w > 0
+        sums = np.zeros((n_users, vectors.shape[1]), np.float32)
+        np.add.at(sums, rows[nz], vectors[cols[nz]] * w[nz].astype(np.float32)[:, None])
+        totals = np.bincount(rows, w, minlength=n_users)
+        valid = totals > 0
+        means = sums / np.where(valid, totals, 1.0)[:, None]  # (n_users, dim)
+        means[~valid] = np.nan
+        return means.astype(np.float32), valid
     if len(rows) > 1 and (rows[1:] < rows[:-1]).any():
         order = np.argsort(rows, kind="stable")
         rows, cols, w = rows[order], cols[order], w[order]
@@ -137,11 +150,8 @@ def _weighted_means(
 def _grouped_weighted_means(
     indptr: np.ndarray, cols: np.ndarray, w: np.ndarray, vectors: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per user, the w-weighted mean of item vectors; users with no weight are invalid (NaN).
-
-    Pairs come grouped by user (`indptr` delimits each user's pairs), so the (users, items)
-    weight matrix is built in place as CSR: no COO sort, no duplicate pass.
-    """
+    """weighted_means for pairs grouped by user (`indptr` delimits each user's pairs): the
+    (users, items) weight matrix is built in place as CSR, no COO sort, no duplicate pass."""
     n_users = len(indptr) - 1
     totals = np.zeros(n_users)  # float64: exact normaliser
     has = np.diff(indptr) > 0
@@ -157,6 +167,53 @@ def _grouped_weighted_means(
     return means.astype(np.float32), valid
 
 
+def stacked_items(vecs: ItemVectors) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items, sum of dims) the modalities side by side, and np.split's indices between them."""
+    both = np.hstack([getattr(vecs, m) for m in C.MODALITIES])
+    return both, np.cumsum([getattr(vecs, m).shape[1] for m in C.MODALITIES])[:-1]
+
+
+def history_columns(
+    pairs: dict[str, np.ndarray],
+    uidx: np.ndarray,
+    n_users: int,
+    vecs: ItemVectors,
+    horizons: Sequence[C.Horizon],
+    age_s: np.ndarray,
+    stacked: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The user_history_features of n_users from (user, item) aggregates, whichever executor
+    produced them (DuckDB for snapshots, numpy for NRT): uidx is each pair's user row (pairs
+    grouped by user), age_s each pair's seconds from its last play to the as-of time, stacked
+    the item vectors' stacked_items (a caller embedding often keeps them). A user without pairs
+    gets NaN everywhere (no row: missing, not 0)."""
+    ipos = vecs.index(np.asarray(pairs[C.ITEM_ID]))
+    item_pos = np.where(ipos >= 0, ipos, -1)  # items outside the encoder's catalog: no vector
+    known = item_pos >= 0
+    both, splits = stacked if stacked is not None else stacked_items(vecs)
+    n_pairs = np.bincount(uidx, minlength=n_users)
+    has = n_pairs > 0
+    cols: dict[str, np.ndarray] = {}
+    for h in horizons:
+        wh = np.asarray(pairs[f"w_{h.name}"], np.float64)
+        means, _ = weighted_means(uidx, np.where(known, item_pos, 0), wh * known, both, n_users)
+        for modality, part in zip(C.MODALITIES, np.split(means, splits, axis=1), strict=True):
+            cols[C.vector_feature(modality, h)] = part
+        counts = np.bincount(uidx, pairs[f"n_{h.name}"], minlength=n_users)
+        cols[C.count_feature(h)] = np.where(has, counts, np.nan)
+        weights = np.bincount(uidx, wh, minlength=n_users).astype(np.float32)
+        cols[C.weight_feature(h)] = np.where(has, weights, np.nan)
+    age = np.full(n_users, np.nan)
+    if len(uidx):
+        first = np.flatnonzero(np.r_[True, uidx[1:] != uidx[:-1]])
+        age[uidx[first]] = np.minimum.reduceat(np.asarray(age_s, np.float64), first)
+    cols[C.RECENCY_DAYS] = (age / 86400.0).astype(np.float32)
+    cols[C.N_DISTINCT_ITEMS] = np.where(has, n_pairs, np.nan)
+    w_all = np.asarray(pairs[f"w_{horizons[-1].name}"], np.float64)
+    cols[C.DIVERSITY] = np.where(has, _diversity(uidx, w_all, n_users), np.nan).astype(np.float32)
+    return cols | preference_columns(pairs, uidx, n_users, item_pos, both, splits, horizons)
+
+
 def history_table(
     pairs: dict[str, np.ndarray],
     vecs: ItemVectors,
@@ -166,31 +223,17 @@ def history_table(
     """Aggregate (user, item) rows (sorted by user) into one feature row per user."""
     user_col = np.asarray(pairs[C.USER_ID])
     starts = np.flatnonzero(np.r_[True, user_col[1:] != user_col[:-1]])  # rows sorted by user
-    users, indptr = user_col[starts], np.r_[starts, len(user_col)]
-    uidx = np.repeat(np.arange(len(starts)), np.diff(indptr))
-    ipos = vecs.index(np.asarray(pairs[C.ITEM_ID]))
-    known = ipos >= 0  # items outside the encoder's catalog carry no vector
-    both = np.hstack([getattr(vecs, m) for m in C.MODALITIES])  # (n_items, sum of dims)
-    widths = np.cumsum([getattr(vecs, m).shape[1] for m in C.MODALITIES])[:-1]
+    users = user_col[starts]
+    uidx = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(user_col)]))
+    age_s = as_of.timestamp() - np.asarray(pairs["last_s"], np.float64)
     cols: dict[str, pa.Array] = {C.USER_ID: pa.array(users, pa.int64())}
-    for h in horizons:
-        wh = np.asarray(pairs[f"w_{h.name}"], np.float64)
-        means, valid = _grouped_weighted_means(indptr, np.where(known, ipos, 0), wh * known, both)
-        for modality, part in zip(C.MODALITIES, np.split(means, widths, axis=1), strict=True):
-            cols[C.vector_feature(modality, h)] = list_array(part, valid)
-        cols[C.count_feature(h)] = pa.array(
-            np.bincount(uidx, pairs[f"n_{h.name}"]).astype(np.int64)
-        )
-        cols[C.weight_feature(h)] = pa.array(np.bincount(uidx, wh).astype(np.float32))
-    last_s = np.maximum.reduceat(np.asarray(pairs["last_s"], np.float64), starts)
-    cols[C.RECENCY_DAYS] = pa.array(((as_of.timestamp() - last_s) / 86400.0).astype(np.float32))
-    cols[C.N_DISTINCT_ITEMS] = pa.array(np.bincount(uidx).astype(np.int64))
-    w_all = np.asarray(pairs[f"w_{horizons[-1].name}"], np.float64)
-    cols[C.DIVERSITY] = pa.array(_diversity(uidx, w_all, len(users)))
-    item_pos = np.where(known, ipos, -1)
-    pref = preference_columns(pairs, uidx, len(users), item_pos, both, widths, horizons)
-    for name, values in pref.items():
-        cols[name] = list_array(values, ~np.isnan(values[:, 0])) if values.ndim > 1 else values
+    for name, values in history_columns(pairs, uidx, len(users), vecs, horizons, age_s).items():
+        if values.ndim > 1:
+            cols[name] = list_array(values, ~np.isnan(values[:, 0]))
+        elif name.startswith("n_"):  # counts: every row here has pairs
+            cols[name] = pa.array(values.astype(np.int64))
+        else:
+            cols[name] = pa.array(values.astype(np.float32))
     return _stamp(pa.table(cols), as_of)
 
 
@@ -237,7 +280,7 @@ def preference_columns(
         ).astype(np.float32),
     }
     for polarity, side in (("liked", liked), ("disliked", ~liked)):
-        means, _ = _weighted_means(uidx, cols, (side & known).astype(np.float64), vectors, n_users)
+        means, _ = weighted_means(uidx, cols, (side & known).astype(np.float64), vectors, n_users)
         for modality, part in zip(C.MODALITIES, np.split(means, splits, axis=1), strict=True):
             key = C.liked_feature(modality) if polarity == "liked" else C.disliked_feature(modality)
             out[key] = part
