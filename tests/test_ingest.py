@@ -319,3 +319,169 @@ def test_friends_union(paths: WorkspacePaths) -> None:
     assert ingest_friends(paths, pairs).accepted == 3
     assert ingest_friends(paths, pairs.iloc[:1]).accepted == 1
     assert len(pd.read_parquet(paths.friends)) == 3
+
+
+# ---------------------------------------------------------------- staging, transactions, lock
+
+
+def test_one_ingest_is_all_or_nothing(paths: WorkspacePaths, tmp_path: Path) -> None:
+    """Events fine, items table without item_id: nothing of the ingest is published."""
+    from userrep.ingest import IngestTransaction
+
+    events = write_csv(tmp_path / "a.csv", [f"{u},{u},{T0},1,x" for u in range(5)])
+    items = tmp_path / "items.csv"
+    items.write_text("movie,title\n1,a\n")
+    with pytest.raises(IngestError, match="'item_id'"), IngestTransaction(paths) as tx:
+        assert tx.events(events, MAPPING, now=NOW).accepted == 5
+        tx.items(items)
+    assert written_files(paths) == [] and not paths.items.exists()
+    assert not any((paths.data / ".staging").iterdir())
+    with IngestTransaction(paths) as tx:  # the corrected rerun accepts every event
+        tx.events(events, MAPPING, now=NOW)
+        tx.items(items, {ITEM_ID: "movie"})
+        assert tx.commit() == []
+    assert len(read_events(paths)) == 5 and len(pd.read_parquet(paths.items)) == 1
+
+
+def test_too_much_quarantined_publishes_only_the_quarantine(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    from userrep.ingest import IngestTransaction
+
+    rows = [f"{u},{u},{T0},1,x" for u in range(2)] + [f"x{u},1,{T0},1,x" for u in range(8)]
+    source = write_csv(tmp_path / "a.csv", rows)
+    with IngestTransaction(paths) as tx:
+        report = tx.events(source, MAPPING, now=NOW)
+        problems = tx.commit(max_quarantined=0.5)
+    assert problems == [
+        f"{source}: 8 of 10 rows quarantined (80%), more than --max-quarantined 0.5"
+    ]
+    assert report.part_file is None and read_events(paths).empty
+    bad = pd.read_parquet(report.quarantine_file)  # nothing lost: every bad row kept
+    assert sorted(bad[SOURCE_ROW]) == list(range(2, 10))
+    logged = json.loads(paths.ingest_log.read_text())
+    assert (logged["accepted"], logged["rejected"]) == (2, problems)
+    with IngestTransaction(paths) as tx:  # a looser threshold publishes it
+        tx.events(source, MAPPING, now=NOW)
+        assert tx.commit(max_quarantined=0.9) == []
+    assert len(read_events(paths)) == 2
+
+
+def test_nothing_accepted_fails_but_a_rerun_of_ingested_events_does_not(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    from userrep.ingest import IngestTransaction
+
+    source = write_csv(tmp_path / "a.csv", [f"{u},{u},{T0},1,x" for u in range(3)])
+    wrong = ColumnMapping.parse("user_id=note,item_id=track,ts=played_at")  # text user ids
+    for mapping, problem in [
+        (wrong, f"{source}: nothing accepted (3 of 3 rows quarantined)"),
+        (MAPPING, None),
+        (MAPPING, None),  # every event already ingested: idempotent, not a failure
+    ]:
+        with IngestTransaction(paths) as tx:
+            tx.events(source, mapping, now=NOW)
+            assert tx.commit(max_quarantined=0.5) == ([problem] if problem else [])
+    assert len(read_events(paths)) == 3
+
+
+def test_killed_ingest_leftovers_are_ignored_and_cleaned(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    """An unjournaled staging (killed before publishing) and an old-style temp file inside
+    data/events: readers never see them, the next ingest removes them and publishes alone."""
+    import duckdb
+
+    from representation.features import events_source
+
+    ingest_events(paths, write_csv(tmp_path / "a.csv", [f"1,1,{T0},1,x"]), MAPPING, now=NOW)
+    killed = paths.data / ".staging" / "killed"
+    killed.mkdir(parents=True)
+    (killed / "0000-part-x.parquet").write_bytes(b"half a parquet")
+    legacy = paths.events / ".tmp-abcd.parquet"
+    legacy.write_bytes(b"half a parquet")
+    with pytest.raises(duckdb.Error, match="magic"):  # what readers hit before cleanup
+        duckdb.sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone()
+    ingest_events(paths, write_csv(tmp_path / "b.csv", [f"2,2,{T0},1,x"]), MAPPING, now=NOW)
+    assert not legacy.exists() and not killed.exists()
+    assert duckdb.sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone() == (2,)
+
+
+def test_a_journaled_ingest_is_finished_by_the_next_writer(
+    paths: WorkspacePaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its commit journal, halfway through the moves: the next writer finishes
+    it (every file, one log line), and a rerun of the same file then adds nothing."""
+    import userrep.ingest.staging as staging
+
+    source = write_csv(tmp_path / "a.csv", [f"{u},{u},{T0},1,x" for u in range(4)] + ["x,1,1,1,x"])
+    real = staging._finish
+    monkeypatch.setattr(staging, "_finish", lambda *a: None)  # "killed" right after the journal
+    ingest_events(paths, source, MAPPING, now=NOW)
+    monkeypatch.setattr(staging, "_finish", real)
+    (journal,) = (paths.data / ".staging").glob(f"*/{staging.JOURNAL}")
+    first_move = json.loads(journal.read_text())["moves"][0]
+    staging.os.replace(paths.root / first_move[0], paths.root / first_move[1])  # half moved
+    assert len(read_events(paths)) == 4  # the part moved; quarantine and sidecar not yet
+    again = ingest_events(paths, source, MAPPING, now=NOW)
+    assert len(read_events(paths)) == 4 and again.accepted == 0
+    assert len(list(paths.quarantine.glob("*.parquet"))) == 2  # the first run's and this one's
+    kinds = [json.loads(line)["accepted"] for line in paths.ingest_log.read_text().splitlines()]
+    assert kinds == [4, 0]
+    assert not any((paths.data / ".staging").iterdir())
+
+
+def test_concurrent_ingests_of_one_file_add_each_event_once(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    import threading
+
+    source = write_csv(tmp_path / "a.csv", [f"{u},{u % 7},{T0 + u},1,x" for u in range(300)])
+    reports: list = []
+    threads = [
+        threading.Thread(
+            target=lambda: reports.append(ingest_events(paths, source, MAPPING, now=NOW))
+        )
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.accepted for r in reports) == [0, 0, 300]
+    events = read_events(paths)
+    assert len(events) == 300 and events[EVENT_ID].is_unique
+
+
+def test_a_second_writer_waits_then_names_the_job_holding_the_lock(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from userrep.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from userrep.lock import workspace_lock\n"
+            f"with workspace_lock({str(paths.root)!r}, 'train'):\n"
+            "    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        source = write_csv(tmp_path / "a.csv", [f"1,1,{T0},1,x"])
+        busy_lock = workspace_lock(paths, "ingest", timeout=0.3)
+        with pytest.raises(WorkspaceBusy, match=r"locked by `train` \(pid \d+") as busy, busy_lock:
+            ingest_events(paths, source, MAPPING, now=NOW)
+        assert "ingest waited" in str(busy.value)
+        assert read_events(paths).empty
+    finally:
+        holder.communicate("")  # lets it leave the block
+    assert holder.returncode == 0 and not (paths.root / HOLDER_FILE).exists()
+    assert ingest_events(paths, source, MAPPING, now=NOW).accepted == 1  # free again

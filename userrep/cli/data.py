@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +13,19 @@ import typer
 from rich.progress import track
 
 from userrep.cli.app import app, console, encoders_app, fail, features_app, parse_time, state
+
+
+@contextmanager
+def locked(job: str) -> Iterator[None]:
+    """The workspace's writer lock for a command (userrep.lock): a second writer waits, then
+    fails with an error naming the job that holds it."""
+    from userrep.lock import WorkspaceBusy, workspace_lock
+
+    try:
+        with workspace_lock(state.settings, job):
+            yield
+    except WorkspaceBusy as err:
+        fail(str(err))
 
 
 class BuiltinDataset(StrEnum):
@@ -43,44 +58,63 @@ def ingest_cmd(
     ] = None,
     n_users: Annotated[int, typer.Option(help="Synthetic: number of users.")] = 2000,
     seed: Annotated[int, typer.Option(help="Synthetic: seed.")] = 0,
+    max_quarantined: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Publish nothing (exit 1) when a table quarantines more than this share of "
+            "its new rows, or accepts none; the quarantine is written either way.",
+        ),
+    ] = 0.5,
 ) -> None:
-    """Validate and append events (bad rows are quarantined with a reason, never dropped)."""
+    """Validate and append events (bad rows are quarantined with a reason, never dropped).
+
+    One ingest is one transaction: the events, --users and --items tables are all validated
+    before anything is published, and all of it lands or none of it does."""
     from userrep import ingest
 
     paths = state.settings.paths.ensure()
-    try:
-        if dataset is not None:
-            reports = _ingest_builtin(paths, dataset, path, n_users, seed)
-        elif source is not None:
-            m = ingest.ColumnMapping.parse(mapping) if mapping else ingest.ColumnMapping()
-            reports = [ingest.ingest_events(paths, source, m, ts_unit=ts_unit)]
-        else:
-            reports = []
-        reports += [ingest.ingest_users(paths, users)] if users else []
-        reports += [ingest.ingest_items(paths, items)] if items else []
-    except ingest.IngestError as err:
-        fail(str(err))
-    if not reports:
+    if dataset is None and source is None and not users and not items:
         fail("nothing to ingest: give an events file or --dataset")
-    for r in reports:
+    try:
+        with locked("ingest"), ingest.IngestTransaction(paths) as tx:
+            if dataset is not None:
+                _ingest_builtin(tx, paths, dataset, path, n_users, seed)
+            elif source is not None:
+                m = ingest.ColumnMapping.parse(mapping) if mapping else ingest.ColumnMapping()
+                tx.events(source, m, ts_unit=ts_unit)
+            if users:
+                tx.users(users)
+            if items:
+                tx.items(items)
+            problems = tx.commit(max_quarantined)
+    except ingest.IngestError as err:
+        fail(f"{err} (nothing was ingested)")
+    for _, r in tx.reports:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r.reasons.items())) or "none"
         console.print(
             f"{r.source}: read {r.read:,}  accepted {r.accepted:,}  quarantined {r.quarantined:,} ({reasons})"
         )
         if r.quarantine_file:
             console.print(f"  quarantine: {r.quarantine_file}")
+    if problems:
+        fail(
+            "nothing was ingested (the quarantine is written): "
+            + "; ".join(problems)
+            + ". Fix the mapping or the data, or raise --max-quarantined"
+        )
 
 
 def _ingest_builtin(
-    paths, dataset: BuiltinDataset, path: Path | None, n_users: int, seed: int
-) -> list:
-    from userrep import ingest
+    tx, paths, dataset: BuiltinDataset, path: Path | None, n_users: int, seed: int
+) -> None:
     from userrep.data import loaders, synthetic
 
     if dataset is BuiltinDataset.synthetic:
         data = synthetic.generate(synthetic.SyntheticConfig(n_users=n_users, seed=seed))
-        data.user_truth.to_parquet(paths.truth / "users.parquet")
-        data.item_truth.to_parquet(paths.truth / "items.parquet")
+        tx.table(paths.truth / "users.parquet", data.user_truth)
+        tx.table(paths.truth / "items.parquet", data.item_truth)
         frames = loaders.Dataset(data.events, data.users, data.items)
     else:
         name = dataset.value
@@ -93,13 +127,11 @@ def _ingest_builtin(
             else loaders.load_lastfm_2k
         )
         frames = load(directory)
-        if frames.friends is not None:
-            ingest.ingest_friends(paths, frames.friends)
-    return [
-        ingest.ingest_event_frame(paths, frames.events, dataset.value),
-        ingest.ingest_users(paths, frames.users),
-        ingest.ingest_items(paths, frames.items),
-    ]
+    tx.event_frame(frames.events, dataset.value)
+    tx.users(frames.users)
+    tx.items(frames.items)
+    if frames.friends is not None:
+        tx.friends(frames.friends)
 
 
 @encoders_app.command("build")
@@ -117,7 +149,7 @@ def encoders_build_cmd(
     from representation.encoders import EncoderConfig
 
     cfg = EncoderConfig(collab_dim=collab_dim, content_dim=content_dim, seed=state.settings.seed)
-    with console.status("building modality encoders"):
+    with locked("encoders build"), console.status("building modality encoders"):
         vecs = build_encoders(state.settings, parse_time(as_of), cfg)
     console.print(f"encoder version {vecs.version}: {len(vecs.item_ids):,} items")
 
@@ -134,21 +166,26 @@ def features_build_cmd(
         bool, typer.Option(help="Load the newest snapshot into the online store.")
     ] = True,
 ) -> None:
-    """Build encoder_input_v1 snapshots (history per horizon + onboarding) as of each time."""
+    """Build encoder_input_v2 snapshots (history per horizon + onboarding) as of each time."""
     from representation.build import build_snapshot, last_event_time, materialize_latest
+    from userrep.faults import fault_point
 
     settings = state.settings
     times = [parse_time(t) for t in (as_of or [])]
     if start and end:
         times += list(pd.date_range(parse_time(start), parse_time(end), freq=every))
-    times = sorted(set(t for t in times if t is not None)) or [last_event_time(settings.paths)]
-    for t in track(times, description="feature snapshots", console=console):
-        r = build_snapshot(settings, t)
-        console.print(
-            f"{t}: {r.n_history_users:,} users with history, {r.n_onboarding_users:,} onboarding rows, "
-            f"{r.n_events:,} events in {r.seconds:.2f}s"
-        )
-    if materialize:
-        with console.status("materializing to the online store"):
-            materialize_latest(settings, times[-1])
-        console.print(f"online store holds features as of {times[-1]}")
+    with locked("features build"):
+        times = sorted(set(t for t in times if t is not None)) or [last_event_time(settings.paths)]
+        for i, t in enumerate(track(times, description="feature snapshots", console=console)):
+            if i == 1:
+                fault_point("features:between-snapshots")
+            r = build_snapshot(settings, t)
+            console.print(
+                f"{t}: {r.n_history_users:,} users with history, {r.n_onboarding_users:,} onboarding rows, "
+                f"{r.n_events:,} events in {r.seconds:.2f}s"
+            )
+        fault_point("features:before-materialize")
+        if materialize:
+            with console.status("materializing to the online store"):
+                materialize_latest(settings, times[-1])
+            console.print(f"online store holds features as of {times[-1]}")

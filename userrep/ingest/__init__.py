@@ -3,9 +3,11 @@
 First stage of the data flow: bad rows go to data/quarantine with a reason, never dropped;
 accepted events land as one parquet part per ingest (data/events/part-<ingest_id>.parquet).
 
+One ingest is one transaction (transaction.py): every table it is given is validated and
+staged outside the directories readers glob, then all of it is published, or none of it.
 Whole-file problems (bad mapping, unreadable file, a malformed CSV line or invalid UTF-8
-anywhere) raise IngestError and leave nothing behind. One writer at a time per workspace:
-two concurrent ingests could both accept the same new event.
+anywhere) raise IngestError and publish nothing. Ingests hold the workspace lock
+(userrep/lock.py), so two ingests of one file never both accept its events.
 """
 
 from userrep.columns import FRIEND_ID
@@ -16,16 +18,17 @@ from userrep.ingest.common import (
     IngestError,
     IngestReport,
     event_ids,
+    quarantine_problem,
 )
-from userrep.ingest.events import ingest_event_frame, ingest_events, read_events
-from userrep.ingest.tables import (
-    FRIEND_SCHEMA,
-    ITEM_SCHEMA,
-    USER_SCHEMA,
+from userrep.ingest.events import read_events
+from userrep.ingest.tables import FRIEND_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, read_table
+from userrep.ingest.transaction import (
+    IngestTransaction,
+    ingest_event_frame,
+    ingest_events,
     ingest_friends,
     ingest_items,
     ingest_users,
-    read_table,
 )
 
 __all__ = [
@@ -38,12 +41,14 @@ __all__ = [
     "ColumnMapping",
     "IngestError",
     "IngestReport",
+    "IngestTransaction",
     "event_ids",
     "ingest_event_frame",
     "ingest_events",
     "ingest_friends",
     "ingest_items",
     "ingest_users",
+    "quarantine_problem",
     "read_events",
     "read_table",
 ]

@@ -1,15 +1,13 @@
-"""Ingest building blocks: errors, column mapping, reports, atomic parquet, vectorised
+"""Ingest building blocks: errors, column mapping, reports, staged parquet, vectorised
 parsing of ids / timestamps / weights, deterministic event ids."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,7 +25,9 @@ from userrep.columns import (
     USER_ID,
     WEIGHT,
 )
-from userrep.settings import WorkspacePaths
+
+if TYPE_CHECKING:
+    from userrep.ingest.staging import Stage
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ _HASH_KEY = "userrep-event-id"  # 16 bytes: pandas' siphash key for event ids
 
 
 class IngestError(Exception):
-    """A whole-file problem (bad mapping, unreadable file): nothing was written."""
+    """A whole-file problem (bad mapping, unreadable file): nothing of the ingest was written."""
 
 
 @dataclass(frozen=True)
@@ -129,47 +129,64 @@ def new_ingest_id() -> str:
     return f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
 
 
-class AtomicParquet:
-    """Parquet file written to a hidden temp file and os.replace'd into place on publish."""
+class StagedParquet:
+    """A parquet file written into the ingest's staging (created on the first write, so an
+    empty one is never published); the stage moves it to `target` when the ingest commits."""
 
-    def __init__(self, target: Path, **options: object) -> None:
-        self.target = target
-        self.tmp: Path | None = None
+    def __init__(self, stage: Stage, target: Path, **options: object) -> None:
+        self.stage, self.target = stage, target
         self.writer: pq.ParquetWriter | None = None
         self.options = options  # pq.ParquetWriter keyword arguments
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.target.parent, prefix=".tmp-", suffix=".parquet")
-            os.close(fd)
-            self.tmp = Path(name)
-            self.writer = pq.ParquetWriter(name, table.schema, **self.options)
+            staged = self.stage.path(self.target)
+            self.writer = pq.ParquetWriter(staged, table.schema, **self.options)
         self.writer.write_table(table)
         self.rows += table.num_rows
 
-    def publish(self) -> Path | None:
+    def close(self) -> Path | None:
+        """Finish the file; returns the target it will be published as (None: no rows)."""
         if self.writer is None:
             return None
         self.writer.close()
-        assert self.tmp is not None
-        os.replace(self.tmp, self.target)
         return self.target
 
-    def discard(self) -> None:
+    def abort(self) -> None:
+        """Close the file after a failure (the transaction deletes the staging)."""
         if self.writer is not None:
-            self.writer.close()
-            assert self.tmp is not None
-            self.tmp.unlink(missing_ok=True)
+            try:
+                self.writer.close()
+            except Exception:  # a writer that failed mid-write may not close cleanly
+                log.debug("closing %s after a failure", self.target, exc_info=True)
+            self.writer = None
 
 
-def _append_log(paths: WorkspacePaths, report: IngestReport, kind: str) -> None:
+def log_record(report: IngestReport, kind: str, **extra: object) -> dict:
+    """The ingest-log line of one table of an ingest."""
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(report).items()}
-    record.update(kind=kind, at=pd.Timestamp.now(tz="UTC").isoformat())
-    paths.ingest_log.parent.mkdir(parents=True, exist_ok=True)
-    with open(paths.ingest_log, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    record.update(kind=kind, at=pd.Timestamp.now(tz="UTC").isoformat(), **extra)
+    return record
+
+
+def quarantine_problem(report: IngestReport, max_quarantined: float) -> str | None:
+    """Why an ingest of this table must not be published, or None. Rows already ingested
+    (a re-run) are neither accepted nor bad: they only shrink what is judged."""
+    already = report.reasons.get("duplicate: already ingested", 0)
+    fresh, bad = report.read - already, report.quarantined - already
+    if report.read == 0:
+        return f"{report.source}: no rows"
+    if fresh == 0:
+        return None
+    if report.accepted == 0:
+        return f"{report.source}: nothing accepted ({bad:,} of {fresh:,} rows quarantined)"
+    if bad / fresh > max_quarantined:
+        return (
+            f"{report.source}: {bad:,} of {fresh:,} rows quarantined ({bad / fresh:.0%}), "
+            f"more than --max-quarantined {max_quarantined:g}"
+        )
+    return None
 
 
 def _report(source: str, codes: np.ndarray, ingest_id: str, **files: Path | None) -> IngestReport:

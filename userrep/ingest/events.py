@@ -1,10 +1,11 @@
 """Ingest of events: chunked, vectorised validation, quarantine with one reason per row,
-idempotent append (event-id sidecars), atomic parts under workspace/data/events."""
+idempotent append (event-id sidecars), parts under workspace/data/events. Everything is
+written into the ingest's staging (staging.py) and published when the ingest commits
+(transaction.py)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,10 @@ from userrep.ingest.common import (
     EVENT_SCHEMA,
     FUTURE_TOLERANCE,
     REASONS,
-    AtomicParquet,
     ColumnMapping,
     IngestError,
     IngestReport,
-    _append_log,
+    StagedParquet,
     _parse_weight,
     _report,
     hash_rows,
@@ -49,6 +49,7 @@ from userrep.ingest.common import (
     parse_ts,
     quarantine_table,
 )
+from userrep.ingest.staging import Stage
 from userrep.settings import WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -168,26 +169,32 @@ def _future_cutoff(now: pd.Timestamp | None) -> pd.Timestamp:
     return now + FUTURE_TOLERANCE
 
 
-def _write_sidecar(part: Path, keys: np.ndarray) -> None:
-    tmp = _sidecar(part).with_suffix(".tmp.npy")
-    np.save(tmp, keys)
-    os.replace(tmp, _sidecar(part))
+def _stage_sidecar(stage: Stage, part: Path, keys: np.ndarray) -> None:
+    np.save(stage.path(_sidecar(part)), keys)
 
 
-def _ingest_chunks(
+def stage_chunks(
+    stage: Stage,
+    known: np.ndarray,
     paths: WorkspacePaths,
     chunks: Iterator[pa.Table],
     mapping: ColumnMapping,
     source: str,
     ts_unit: str,
     now: pd.Timestamp | None,
-) -> IngestReport:
-    """Run validated chunks into a temp part + quarantine, then publish both atomically."""
+) -> tuple[IngestReport, np.ndarray]:
+    """Validate chunks into a staged part (+ id sidecar) and quarantine file; `known`: sorted
+    keys of the events already ingested or staged. Returns the report (with the paths the
+    files get when published) and the accepted rows' keys. Nothing is published here."""
     cutoff_ns = _future_cutoff(now).value
-    ingest_id, dedup = new_ingest_id(), _Dedup(existing_keys(paths))
+    ingest_id, dedup = new_ingest_id(), _Dedup(known)
     # dictionary-encode only the low-cardinality columns: event ids are random hex
-    part = AtomicParquet(paths.events / f"part-{ingest_id}.parquet", use_dictionary=[EVENT_TYPE])
-    quarantine = AtomicParquet(paths.quarantine / f"{ingest_id}.parquet", use_dictionary=[REASON])
+    part = StagedParquet(
+        stage, paths.events / f"part-{ingest_id}.parquet", use_dictionary=[EVENT_TYPE]
+    )
+    quarantine = StagedParquet(
+        stage, paths.quarantine / f"{ingest_id}.parquet", use_dictionary=[REASON]
+    )
     counts, keys, offset = np.zeros(len(REASONS) + 1, np.int64), [], 0
     try:
         for table in chunks:
@@ -201,18 +208,19 @@ def _ingest_chunks(
                 names = np.asarray(REASONS, dtype=object)[reason[bad] - 1]
                 quarantine.write(quarantine_table(table, bad, names, offset))
             offset += table.num_rows
-        if keys:  # sidecar first: a crash before the part is published leaves only an orphan
-            _write_sidecar(part.target, np.concatenate(keys))
-    except BaseException as exc:
-        part.discard()
-        quarantine.discard()
+        part_file, quarantine_file = part.close(), quarantine.close()
+        new_keys = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+        if len(new_keys):
+            _stage_sidecar(stage, part.target, new_keys)
+    except BaseException as exc:  # the transaction drops the staged files
+        part.abort()
+        quarantine.abort()
         if isinstance(exc, (pa.ArrowException, OSError, UnicodeDecodeError)):
             raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
         raise
     report = _report(
-        source, counts, ingest_id, part_file=part.publish(), quarantine_file=quarantine.publish()
+        source, counts, ingest_id, part_file=part_file, quarantine_file=quarantine_file
     )
-    _append_log(paths, report, "events")
     log.info(
         "ingest %s: read %d, accepted %d, quarantined %d %s",
         source,
@@ -221,7 +229,7 @@ def _ingest_chunks(
         report.quarantined,
         report.reasons,
     )
-    return report
+    return report, new_keys
 
 
 # ---------------------------------------------------------------- readers
@@ -286,7 +294,9 @@ def check_columns(names: list[str], wanted: dict[str, str], source: str) -> None
             )
 
 
-def ingest_events(
+def stage_events(
+    stage: Stage,
+    known: np.ndarray,
     paths: WorkspacePaths,
     source: Path,
     mapping: ColumnMapping = ColumnMapping(),
@@ -294,31 +304,33 @@ def ingest_events(
     ts_unit: str | None = None,
     now: pd.Timestamp | None = None,
     chunk_rows: int = 1_000_000,
-) -> IngestReport:
-    """Validate a CSV/TSV/parquet event file and append its new events as one part."""
+) -> tuple[IngestReport, np.ndarray]:
+    """Validate a CSV/TSV/parquet event file into the stage (see stage_chunks)."""
     unit = ts_unit or "s"
     if unit not in _UNIT_NS:
         raise IngestError(f"unknown ts_unit {unit!r}: use one of {list(_UNIT_NS)}")
     source = Path(source)
     names, chunks = open_table_source(source, chunk_rows)
     check_columns(names, mapping.columns(), str(source))
-    return _ingest_chunks(paths, chunks, mapping, str(source), unit, now)
+    return stage_chunks(stage, known, paths, chunks, mapping, str(source), unit, now)
 
 
-def ingest_event_frame(
+def stage_event_frame(
+    stage: Stage,
+    known: np.ndarray,
     paths: WorkspacePaths,
     frame: pd.DataFrame,
     source_name: str,
     now: pd.Timestamp | None = None,
     chunk_rows: int = 1_000_000,
-) -> IngestReport:
-    """Ingest a frame that already has canonical columns (built-in loaders, synthetic data)."""
+) -> tuple[IngestReport, np.ndarray]:
+    """A frame that already has canonical columns (built-in loaders, synthetic data)."""
     optional = {c: c for c in (WEIGHT, EVENT_ID, EVENT_TYPE) if c in frame.columns}
     mapping = ColumnMapping(**optional)
     check_columns(list(frame.columns), mapping.columns(), source_name)
     table = frame_to_table(frame)
     chunks = (pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=chunk_rows))
-    return _ingest_chunks(paths, chunks, mapping, source_name, "s", now)
+    return stage_chunks(stage, known, paths, chunks, mapping, source_name, "s", now)
 
 
 def frame_to_table(frame: pd.DataFrame) -> pa.Table:

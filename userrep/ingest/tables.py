@@ -1,4 +1,5 @@
-"""Ingest of the user, item and friends tables: validated upserts with quarantine."""
+"""Ingest of the user, item and friends tables: validated upserts with quarantine, staged
+(staging.py) and published with the rest of the ingest (transaction.py)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,9 @@ from userrep.columns import (
     USER_ID,
 )
 from userrep.ingest.common import (
-    AtomicParquet,
     IngestError,
     IngestReport,
-    _append_log,
+    StagedParquet,
     _np_mask,
     _parse_weight,
     new_ingest_id,
@@ -42,6 +42,7 @@ from userrep.ingest.common import (
     quarantine_table,
 )
 from userrep.ingest.events import check_columns, frame_to_table, open_table_source
+from userrep.ingest.staging import Stage
 from userrep.settings import WorkspacePaths
 
 USER_SCHEMA = pa.schema(
@@ -143,7 +144,8 @@ def _reason_text(
     return reason
 
 
-def _publish_table(
+def _stage_table(
+    stage: Stage,
     paths: WorkspacePaths,
     kind: str,
     source: str,
@@ -153,16 +155,16 @@ def _publish_table(
     target: Path,
     key: str | None,
 ) -> IngestReport:
-    """Quarantine bad rows, upsert the good ones into `target` by `key`, log, report."""
+    """Quarantine bad rows and upsert the good ones into `target` by `key`, both staged."""
     ingest_id, bad = new_ingest_id(), np.flatnonzero(reason != "")
     qfile = None
     if len(bad):
-        q = AtomicParquet(paths.quarantine / f"{ingest_id}.parquet")
+        q = StagedParquet(stage, paths.quarantine / f"{ingest_id}.parquet")
         q.write(quarantine_table(table, bad, reason[bad].astype(str), 0))
-        qfile = q.publish()
+        qfile = q.close()
     good = rows.filter(pa.array(reason == ""))
     if good.num_rows:
-        _upsert(target, good, key)
+        _upsert(stage, target, good, key)
     counts = pd.Series(reason[bad], dtype=object).value_counts()
     report = IngestReport(
         source,
@@ -174,7 +176,6 @@ def _publish_table(
         target if good.num_rows else None,
         ingest_id,
     )
-    _append_log(paths, report, kind)
     log.info(
         "ingest %s %s: read %d, accepted %d, quarantined %d %s",
         kind,
@@ -187,23 +188,28 @@ def _publish_table(
     return report
 
 
-def _upsert(target: Path, new: pa.Table, key: str | None) -> None:
-    """Rewrite `target` atomically: new rows replace old ones with the same key (None: union)."""
+def _upsert(stage: Stage, target: Path, new: pa.Table, key: str | None) -> None:
+    """Stage the new `target`: new rows replace old ones with the same key (None: union). The
+    old rows are the published table's, or this ingest's staged version of it."""
     merged = new
-    if target.exists():
-        old = pq.read_table(target, schema=new.schema)
+    base = stage.staged(target) or (target if target.exists() else None)
+    if base is not None:
+        old = pq.read_table(base, schema=new.schema)
         if key is not None:
             old = old.filter(pc.invert(pc.is_in(old[key], new[key])))
         merged = pa.concat_tables([old, new])
     if key is None:
         merged = merged.group_by(merged.column_names).aggregate([])  # distinct rows
-    out = AtomicParquet(target)
+    out = StagedParquet(stage, target)
     out.write(merged.sort_by([(c, "ascending") for c in ([key] if key else merged.column_names)]))
-    out.publish()
+    out.close()
 
 
-def ingest_users(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+def stage_users(
+    stage: Stage,
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: dict[str, str] | None = None,
 ) -> IngestReport:
     """Upsert users by user_id (whole rows replace); lists may be "|"-separated text."""
     table, cols, source = _load_table(frame_or_path, mapping, USER_COLUMNS, (USER_ID,))
@@ -236,11 +242,14 @@ def ingest_users(
         ],
         schema=USER_SCHEMA,
     )
-    return _publish_table(paths, "users", source, table, reason, rows, paths.users, USER_ID)
+    return _stage_table(stage, paths, "users", source, table, reason, rows, paths.users, USER_ID)
 
 
-def ingest_items(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+def stage_items(
+    stage: Stage,
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: dict[str, str] | None = None,
 ) -> IngestReport:
     """Upsert catalog items by item_id; genres may be a list or "|"-joined text."""
     table, cols, source = _load_table(frame_or_path, mapping, ITEM_COLUMNS, (ITEM_ID,))
@@ -263,11 +272,14 @@ def ingest_items(
         ],
         schema=ITEM_SCHEMA,
     )
-    return _publish_table(paths, "items", source, table, reason, rows, paths.items, ITEM_ID)
+    return _stage_table(stage, paths, "items", source, table, reason, rows, paths.items, ITEM_ID)
 
 
-def ingest_friends(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+def stage_friends(
+    stage: Stage,
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: dict[str, str] | None = None,
 ) -> IngestReport:
     """Add (user_id, friend_id) pairs to the friends table (a set union)."""
     known = (USER_ID, FRIEND_ID)
@@ -277,7 +289,7 @@ def ingest_friends(
     pair = pd.util.hash_pandas_object(pd.DataFrame({"u": user, "f": friend}), index=False)
     reason = _reason_text(table.num_rows, rules + friend_rules, pair.to_numpy(), "pair")
     rows = pa.Table.from_arrays([pa.array(user), pa.array(friend)], schema=FRIEND_SCHEMA)
-    return _publish_table(paths, "friends", source, table, reason, rows, paths.friends, None)
+    return _stage_table(stage, paths, "friends", source, table, reason, rows, paths.friends, None)
 
 
 def read_table(path: Path, schema: pa.Schema) -> pd.DataFrame:
