@@ -2,6 +2,12 @@
 
 save_artifact writes portable files only (state_dict + JSON, no pickles) and returns their
 sha256 for the metadata DB; UserEncoder loads them for batch embedding and the NRT worker.
+
+Integrity: the sha256 is also written beside the files (SHA256), and every load checks the
+files against it (and against the metadata DB's record where the caller passes it:
+pipeline.load_encoder), so a changed, truncated or half-written artifact is refused with
+ArtifactIntegrityError instead of embedding with the wrong weights. save_artifact never
+writes into a directory that already holds an artifact (a batch id collision).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +26,7 @@ import torch
 
 from representation.model import AutoencoderConfig, InputBlock, UserAutoencoder, observed_mask
 from representation.train import Normaliser, TrainResult
+from userrep.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,12 @@ CONFIG_FILE = "config.json"
 NORMALISER_FILE = "normaliser.json"
 METRICS_FILE = "metrics.json"
 ARTIFACT_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, NORMALISER_FILE)
+SHA_FILE = "SHA256"  # artifact_sha256 of the files above, written last
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactIntegrityError(ValueError):
+    """An artifact's files do not match their recorded sha256."""
 
 
 def input_schema_hash(feature_names: Sequence[str]) -> str:
@@ -59,6 +73,12 @@ def save_artifact(directory: Path, result: TrainResult, extra: dict | None = Non
         extra.setdefault("input_schema_hash", input_schema_hash(extra["feature_names"]))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    taken = [n for n in (*ARTIFACT_FILES, SHA_FILE) if (directory / n).exists()]
+    if taken:  # checked before anything is written: never overwrite another batch's encoder
+        raise FileExistsError(
+            f"{directory} already holds an encoder artifact ({', '.join(taken)}): "
+            "its batch id is taken; train again for a new id"
+        )
     torch.save(result.model.state_dict(), directory / MODEL_FILE)
     config = {
         "format_version": FORMAT_VERSION,
@@ -71,8 +91,42 @@ def save_artifact(directory: Path, result: TrainResult, extra: dict | None = Non
     _write_json(directory / NORMALISER_FILE, result.normaliser.to_dict())
     _write_json(directory / METRICS_FILE, result.metrics)
     sha = artifact_sha256(directory)
+    (directory / SHA_FILE).write_text(sha + "\n")
     log.info("saved encoder artifact %s (sha256 %s)", directory, sha[:12])
+    fault_point("train:artifact-saved")
     return sha
+
+
+def recorded_sha256(directory: Path) -> str | None:
+    """The sha256 save_artifact wrote beside the files (None for artifacts saved before)."""
+    try:
+        return (Path(directory) / SHA_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def verify_artifact(directory: Path, expected_sha256: str | None = None) -> None:
+    """Raise ArtifactIntegrityError unless the files match `expected_sha256` (a metadata DB
+    record; a placeholder that is not a sha256 is not checked) and the sha256 beside them."""
+    directory = Path(directory)
+    records = [("the metadata DB", expected_sha256), (SHA_FILE, recorded_sha256(directory))]
+    wanted = [(where, sha) for where, sha in records if sha and _SHA_RE.match(sha)]
+    if not wanted:
+        log.warning("artifact %s has no recorded sha256: not verified", directory)
+        return
+    try:
+        actual = artifact_sha256(directory)
+    except FileNotFoundError as err:
+        raise ArtifactIntegrityError(
+            f"artifact {directory} is incomplete ({Path(err.filename).name} missing)"
+        ) from None
+    for where, sha in wanted:
+        if actual != sha:
+            raise ArtifactIntegrityError(
+                f"artifact {directory} does not match its recorded sha256 ({where}: "
+                f"{sha[:12]}..., files: {actual[:12]}...): it changed or was partly written "
+                "after training; restore it or train a new batch"
+            )
 
 
 class UserEncoder:
@@ -90,6 +144,8 @@ class UserEncoder:
         self.blocks: tuple[InputBlock, ...] = model.blocks
         self.extra: dict[str, Any] = dict(extra or {})
 
+    verify = staticmethod(verify_artifact)
+
     @classmethod
     def from_result(cls, result: TrainResult, extra: dict | None = None) -> UserEncoder:
         """Embed straight from a training run, exactly as the saved artifact would."""
@@ -97,10 +153,9 @@ class UserEncoder:
 
     @classmethod
     def load(cls, directory: Path, expected_sha256: str | None = None) -> UserEncoder:
-        """Load an artifact; with expected_sha256, refuse files that changed since saving."""
+        """Load an artifact, refusing files that changed since saving (verify_artifact)."""
         directory = Path(directory)
-        if expected_sha256 is not None and artifact_sha256(directory) != expected_sha256:
-            raise ValueError(f"artifact {directory} does not match its recorded sha256")
+        verify_artifact(directory, expected_sha256)
         config = json.loads((directory / CONFIG_FILE).read_text())
         if config.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported artifact format {config.get('format_version')}")

@@ -7,8 +7,11 @@ batch stays served while anything active is pinned to it. The CLI `userrep batch
 from __future__ import annotations
 
 import logging
+import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +32,11 @@ from userrep.db.runs import latest_validation_run
 log = logging.getLogger(__name__)
 
 PromotionGate = Callable[[Session, RepresentationBatch], list[str]]  # returns failure messages
+# Batch ids name files (offline/user_embedding/<id>__<as-of>.parquet) and directories: letters,
+# digits, ".", "_", "-" only, no "__" (the file name separator), no glob or path characters.
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]|_(?!_))*$")
+MAX_BATCH_ID_CHARS = 64
+_ready_deferred: ContextVar[frozenset[str]] = ContextVar("ready_deferred", default=frozenset())
 
 
 class BatchError(Exception):
@@ -41,14 +49,29 @@ def _require_aware(name: str, value: datetime | None) -> None:
 
 
 def new_batch_id(as_of: datetime) -> str:
-    """A readable, unique-enough id: the snapshot date plus 4 random hex digits."""
+    """A readable, unique id: the snapshot date plus 12 random hex digits (48 bits: a
+    collision among a million batches of one day has odds of about 1 in 500)."""
     _require_aware("as_of", as_of)
-    return f"b{as_of.astimezone(UTC):%Y%m%d}-{secrets.token_hex(2)}"
+    return f"b{as_of.astimezone(UTC):%Y%m%d}-{secrets.token_hex(6)}"
+
+
+def check_batch_id(batch_id: str) -> str:
+    """The id, or BatchError when it could not be a batch id (a glob, a path, a separator)."""
+    if (
+        not isinstance(batch_id, str)
+        or len(batch_id) > MAX_BATCH_ID_CHARS
+        or not BATCH_ID_RE.match(batch_id)
+    ):
+        raise BatchError(
+            f"{str(batch_id)[:80]!r} is not a batch id (letters, digits, '.', '_', '-'; "
+            "see `userrep batches list`)"
+        )
+    return batch_id
 
 
 def get_batch(session: Session, batch_id: str) -> RepresentationBatch:
     """The batch with this id, or BatchError naming the known ones."""
-    batch = session.get(RepresentationBatch, batch_id)
+    batch = session.get(RepresentationBatch, batch_id) if BATCH_ID_RE.match(batch_id) else None
     if batch is None:
         known = session.scalars(
             select(RepresentationBatch.batch_id).order_by(RepresentationBatch.created_at.desc())
@@ -124,6 +147,7 @@ def create_batch(
         raise BatchError(f"train_start {train_start} is after train_end {train_end}")
     if latent_dim <= 0:
         raise BatchError(f"latent_dim must be positive, got {latent_dim}")
+    check_batch_id(batch_id)
     if session.get(RepresentationBatch, batch_id) is not None:
         raise BatchError(f"batch {batch_id!r} already exists: pick a new id (new_batch_id)")
     if parent_batch_id is not None:
@@ -147,9 +171,44 @@ def create_batch(
     return batch
 
 
-def mark_ready(session: Session, batch_id: str, n_users: int) -> RepresentationBatch:
-    """Publish a built batch: building -> ready, once all its z_u are written."""
+@contextmanager
+def ready_deferred(batch_id: str) -> Iterator[None]:
+    """Inside the block, mark_ready of this batch changes nothing: a backfill embeds several
+    as-ofs (each embed_batch would mark the batch ready after the first) and marks it ready
+    itself (mark_ready_if_building) once every as-of and the online load are written."""
+    token = _ready_deferred.set(_ready_deferred.get() | {batch_id})
+    try:
+        yield
+    finally:
+        _ready_deferred.reset(token)
+
+
+def require_embeddable(session: Session, batch_id: str) -> RepresentationBatch:
+    """The batch, or BatchError when it must not be (re)embedded: a retired batch is never
+    written again (its online rows stay as they were retired)."""
     batch = get_batch(session, batch_id)
+    if batch.status == BatchStatus.RETIRED:
+        raise BatchError(
+            f"batch {batch_id!r} is retired: it is not embedded again (train a new batch)"
+        )
+    return batch
+
+
+def mark_ready_if_building(session: Session, batch_id: str, n_users: int) -> bool:
+    """mark_ready for a batch still building (True), else nothing (a batch embedded again)."""
+    if get_batch(session, batch_id).status != BatchStatus.BUILDING:
+        return False
+    mark_ready(session, batch_id, n_users)
+    return True
+
+
+def mark_ready(session: Session, batch_id: str, n_users: int) -> RepresentationBatch:
+    """Publish a built batch: building -> ready, once all its z_u are written (inside
+    ready_deferred(batch_id): nothing yet, the backfill marks it when complete)."""
+    batch = get_batch(session, batch_id)
+    if batch_id in _ready_deferred.get():
+        log.info("batch %s: ready once its backfill is complete", batch_id)
+        return batch
     if batch.status != BatchStatus.BUILDING:
         raise BatchError(
             f"batch {batch_id!r} is {batch.status}, only a building batch can be ready"

@@ -185,7 +185,9 @@ def _jsonable(metrics: dict) -> dict:
 def load_encoder(settings: Settings, batch_id: str) -> tuple[UserEncoder, InputLayout]:
     """The batch's encoder and the input layout it was trained on."""
     with session_scope(settings.metadata_db_url) as session:
-        art = Path(batches.get_batch(session, batch_id).artifact_path)
+        row = batches.get_batch(session, batch_id)
+        art, sha = Path(row.artifact_path), row.artifact_sha256
+    UserEncoder.verify(art, sha)  # the files the metadata DB recorded, else an error
     encoder = align.load_encoder_dir(art)  # applies the batch's alignment map, if any
     lay = encoder.extra["layout"]
     return encoder, InputLayout(tuple(lay["horizons"]), lay["collab_dim"], lay["content_dim"])
@@ -209,6 +211,8 @@ def embed_batch(
     on_chunk: Callable[[int], None] | None = None,
 ) -> EmbedReport:
     """Embed every user of the snapshot at as_of with the batch's encoder and publish."""
+    with session_scope(settings.metadata_db_url) as session:
+        batches.require_embeddable(session, batch_id)  # a retired batch is never rewritten
     _require_snapshot(settings, as_of)
     encoder, layout = load_encoder(settings, batch_id)
     t0 = time.perf_counter()

@@ -14,16 +14,21 @@ from representation.batches import (
     DEFAULT_GATES,
     BatchError,
     active_batch,
+    check_batch_id,
     create_batch,
     get_batch,
     list_batches,
     mark_ready,
+    mark_ready_if_building,
     new_batch_id,
     promote,
+    ready_deferred,
+    require_embeddable,
     retire,
     servable_batches,
     validation_gate,
 )
+from tests.postgres import PostgresUnavailable, temporary_postgres_database
 from userrep.db import (
     BatchStatus,
     DownstreamModel,
@@ -32,7 +37,6 @@ from userrep.db import (
     session_scope,
     upgrade,
 )
-from userrep.db.testing import PostgresUnavailable, temporary_postgres_database
 
 AS_OF = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 NO_GATES = ()
@@ -65,7 +69,7 @@ def _batch(session: Session, batch_id: str, *, ready: bool = True, **kw: object)
         session,
         batch_id=batch_id,
         as_of=kw.pop("as_of", AS_OF),  # type: ignore[arg-type]
-        feature_service="encoder_input_v1",
+        feature_service="encoder_input_v2",
         latent_dim=8,
         artifact_path=f"/ws/batches/{batch_id}",
         artifact_sha256="0" * 64,
@@ -99,7 +103,7 @@ def _passing_run(session: Session, batch_id: str) -> None:
 def test_new_batch_id_is_dated_and_unique() -> None:
     ids = {new_batch_id(AS_OF) for _ in range(20)}
     assert len(ids) > 1
-    assert all(i.startswith("b20240615-") and len(i) == len("b20240615-3f2a") for i in ids)
+    assert all(i.startswith("b20240615-") and len(i) == len("b20240615-3f2a0c9d1e7b") for i in ids)
     late = datetime(2024, 6, 15, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
     assert new_batch_id(late).startswith("b20240616-")  # the UTC date
     with pytest.raises(BatchError, match="naive"):
@@ -246,3 +250,62 @@ def test_datetimes_round_trip_as_utc(db_url: str) -> None:
             assert value is not None and value.utcoffset() == timedelta(0)
     with pytest.raises(BatchError, match="naive"), session_scope(db_url) as s:
         _batch(s, "bB", as_of=datetime(2024, 6, 15))
+
+
+@pytest.mark.parametrize("bad", ["*", "../../x", "a/b", "b1__x", "", "-b", "b 1", "x" * 65])
+def test_batch_ids_that_are_globs_or_paths_are_refused(session: Session, bad: str) -> None:
+    with pytest.raises(BatchError, match="not a batch id"):
+        check_batch_id(bad)
+    with pytest.raises(BatchError, match="not a batch id"):
+        _batch(session, bad, ready=False)
+    with pytest.raises(BatchError, match="unknown batch"):
+        get_batch(session, bad)  # looked up, never matched as a pattern
+    assert check_batch_id("b20240615-3f2a0c9d1e7b") == "b20240615-3f2a0c9d1e7b"
+
+
+def test_ready_is_deferred_until_the_backfill_marks_it(session: Session) -> None:
+    _batch(session, "bA", ready=False)
+    with ready_deferred("bA"):
+        mark_ready(session, "bA", n_users=5)  # what each as-of's embed_batch does
+        assert get_batch(session, "bA").status == BatchStatus.BUILDING
+        _batch(session, "bB")  # another batch is not deferred
+        assert get_batch(session, "bB").status == BatchStatus.READY
+    assert mark_ready_if_building(session, "bA", n_users=7)
+    assert (get_batch(session, "bA").status, get_batch(session, "bA").n_users) == ("ready", 7)
+    assert not mark_ready_if_building(session, "bA", n_users=9)  # embedded again: unchanged
+    assert get_batch(session, "bA").n_users == 7
+
+
+def test_a_retired_batch_is_not_embedded(session: Session) -> None:
+    _batch(session, "bA")
+    assert require_embeddable(session, "bA").batch_id == "bA"
+    retire(session, "bA")
+    with pytest.raises(BatchError, match="retired"):
+        require_embeddable(session, "bA")
+
+
+def test_artifacts_are_verified_against_their_sha256(tmp_path: Path) -> None:
+    from representation.artifact import (
+        ARTIFACT_FILES,
+        SHA_FILE,
+        ArtifactIntegrityError,
+        artifact_sha256,
+        save_artifact,
+        verify_artifact,
+    )
+
+    for name in ARTIFACT_FILES:
+        (tmp_path / name).write_bytes(name.encode())
+    sha = artifact_sha256(tmp_path)
+    verify_artifact(tmp_path, sha)  # no SHA256 file (an older artifact): the DB record alone
+    (tmp_path / SHA_FILE).write_text(sha)
+    verify_artifact(tmp_path, "-")  # a placeholder record: the file beside it still checks
+    (tmp_path / "model.pt").write_bytes(b"other weights")
+    with pytest.raises(ArtifactIntegrityError, match="does not match its recorded sha256"):
+        verify_artifact(tmp_path, "-")
+    (tmp_path / "model.pt").unlink()
+    with pytest.raises(ArtifactIntegrityError, match=r"incomplete \(model.pt missing\)"):
+        verify_artifact(tmp_path, sha)
+    with pytest.raises(FileExistsError, match="already holds an encoder artifact"):
+        save_artifact(tmp_path, None)  # type: ignore[arg-type]  # refused before writing
+    assert not (tmp_path / "model.pt").exists()

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from userrep.cli.app import app, console, fail, parse_time, state
+from userrep.cli.data import locked
 
 batches_app = typer.Typer(help="z_u batches: list, show, promote, retire.", no_args_is_help=True)
 app.add_typer(batches_app, name="batches")
@@ -65,7 +66,7 @@ def train_cmd(
         ),
     ] = None,
 ) -> None:
-    """Train the denoising autoencoder on encoder_input_v1: a new batch (status building)."""
+    """Train the denoising autoencoder on encoder_input_v2: a new batch (status building)."""
     from representation.align import DEFAULT_METHOD, METHODS, default_parent
     from representation.pipeline import train_batch
     from representation.train import TrainConfig
@@ -86,7 +87,7 @@ def train_cmd(
         TextColumn("{task.fields[loss]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    with locked("train"), Progress(*columns, console=console) as progress:
         task = progress.add_task("training", total=epochs, loss="")
 
         def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
@@ -131,19 +132,41 @@ def embed_cmd(
 
     Several times (--as-of repeated, or --start/--end/--every) add one as-of each to the batch
     (a backfill: downstream training sets join each label row to z_u as of its own time);
-    missing feature snapshots are built first."""
+    missing feature snapshots are built first. A new batch becomes ready only after every
+    as-of and the online load are written: a run killed midway leaves it building, and
+    running the same command again finishes it. A retired batch is refused."""
     import pandas as pd
+
+    from representation import batches
+    from representation.artifact import ArtifactIntegrityError
+    from userrep.db import session_scope
+    from userrep.faults import fault_point
 
     times: list[pd.Timestamp] = sorted({t for t in map(parse_time, as_of or []) if t is not None})
     if start and end:
         span = pd.date_range(parse_time(start), parse_time(end), freq=every)
         times = sorted(set(times) | set(span))
-    batch_id = batch or _newest_batch()
-    for t in times or [_latest_snapshot()]:
-        _embed_one(batch_id, t, online and (not times or t == times[-1]), build=bool(times))
+    with locked("embed"):
+        batch_id = batch or _newest_batch()
+        try:
+            with session_scope(state.settings.metadata_db_url) as session:
+                batches.require_embeddable(session, batch_id)
+            with batches.ready_deferred(batch_id):
+                todo = times or [_latest_snapshot()]
+                for i, t in enumerate(todo):
+                    if i == 1:
+                        fault_point("embed:between-as-ofs")
+                    newest = not times or t == times[-1]
+                    n = _embed_one(batch_id, t, online and newest, build=bool(times))
+            fault_point("embed:published")
+            with session_scope(state.settings.metadata_db_url) as session:
+                if batches.mark_ready_if_building(session, batch_id, n):
+                    console.print(f"batch {batch_id}: ready ({n:,} users)")
+        except (batches.BatchError, ArtifactIntegrityError, FileNotFoundError) as err:
+            fail(str(err))
 
 
-def _embed_one(batch_id: str, t: object, online: bool, build: bool) -> None:
+def _embed_one(batch_id: str, t: object, online: bool, build: bool) -> int:
     from representation.build import build_snapshot
     from representation.features import snapshot_name
     from representation.scale import engine_for
@@ -165,6 +188,7 @@ def _embed_one(batch_id: str, t: object, online: bool, build: bool) -> None:
         f"batch {batch_id}: {report.n_users:,} users as of {t} in {report.seconds:.1f}s "
         f"({report.n_users / max(report.seconds, 1e-9):,.0f} users/s) -> {report.offline_file.name}"
     )
+    return report.n_users
 
 
 def _newest_batch() -> str:
@@ -239,7 +263,7 @@ def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
     from userrep.db import session_scope
 
     try:
-        with session_scope(state.settings.metadata_db_url) as session:
+        with locked(f"batches {action}"), session_scope(state.settings.metadata_db_url) as session:
             b = getattr(batches, action)(session, batch_id, **kwargs)
             status = b.status
     except batches.BatchError as err:
@@ -249,15 +273,27 @@ def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
 
 @app.command("export-embeddings")
 def export_cmd(
-    batch: Annotated[str, typer.Option(help="Batch id.")],
+    batch: Annotated[str, typer.Option(help="Batch id (as `userrep batches list` shows it).")],
     out: Annotated[Path, typer.Option(help="Output parquet file.")],
+    include_retired: Annotated[
+        bool, typer.Option("--include-retired", help="Also export a retired batch.")
+    ] = False,
 ) -> None:
     """Write (user_id, z_u, batch, as_of) of a batch to a parquet file."""
+    from representation import batches
     from representation.pipeline import export_embeddings
+    from userrep.db import BatchStatus, session_scope
 
-    try:
+    try:  # looked up in the metadata DB: never a glob or a path
+        batches.check_batch_id(batch)
+        with session_scope(state.settings.metadata_db_url) as session:
+            status = batches.get_batch(session, batch).status
+        if status == BatchStatus.RETIRED and not include_retired:
+            fail(f"batch {batch!r} is retired: pass --include-retired to export it anyway")
+        if status == BatchStatus.BUILDING:
+            fail(f"batch {batch!r} is building: it is exported once `userrep embed` made it ready")
         n = export_embeddings(state.settings, batch, out)
-    except FileNotFoundError as err:
+    except (batches.BatchError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"{n:,} rows -> {out}")
 
@@ -281,7 +317,7 @@ def embed_user_cmd(
     import pandas as pd
 
     from representation.encoders import load_item_vectors
-    from representation.online import UserSignals, embed_signals
+    from nrt.signals import UserSignals, embed_signals
     from representation.pipeline import load_encoder
     from representation.serving import resolve_batch
 
