@@ -208,6 +208,9 @@ def _rotated_copy(ws: Aligned, q: np.ndarray) -> str:
     state[last] = qt @ state[last]  # (latent, hidden)
     state[last.replace("weight", "bias")] = qt @ state[last.replace("weight", "bias")]
     torch.save(state, art / "model.pt")
+    seal = art / "SHA256"  # the artifact's own checksum file, where artifacts carry one
+    if seal.exists():  # re-sealed: the edited copy is this batch's artifact
+        seal.write_text(artifact_sha256(art) + "\n")
     raw = UserEncoder.load(art)
     users, x = pipeline.training_matrix(
         ws.settings, ws.as_of, pipeline.load_encoder(ws.settings, ws.parent)[1]
