@@ -1,11 +1,14 @@
 """Reading z_u back: one named batch per request, only batches that are published.
 
 Downstream models call this (or Feast directly with the batch id in the entity key) with the
-batch they were trained on; a request never mixes batches.
+batch they were trained on; a request never mixes batches. A servable batch's lifecycle state
+is cached for LIFECYCLE_TTL_S, so a read costs one online-store lookup, not a metadata-DB
+session too: a batch retired elsewhere is refused at most that long after.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,10 +23,29 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 SERVABLE = (BatchStatus.READY, BatchStatus.ACTIVE)
+LIFECYCLE_TTL_S = 1.0  # how stale a cached "servable" answer may be
+# (metadata DB url, requested batch or None) -> (monotonic expiry, batch id, latent dim)
+_SERVABLE: dict[tuple[str, str | None], tuple[float, str, int]] = {}
 
 
 def resolve_batch(settings: Settings, batch_id: str | None) -> tuple[str, int]:
-    """(batch id, latent dim) of a servable batch; the active one when batch_id is None."""
+    """(batch id, latent dim) of a servable batch; the active one when batch_id is None.
+    Only servable answers are cached (LIFECYCLE_TTL_S); refusals are looked up every time."""
+    key = (settings.metadata_db_url, batch_id)
+    hit = _SERVABLE.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1], hit[2]
+    found = _lookup(settings, batch_id)
+    _SERVABLE[key] = (time.monotonic() + LIFECYCLE_TTL_S, *found)
+    return found
+
+
+def forget_lifecycle() -> None:
+    """Drop the cached lifecycle states (after promoting or retiring in this process)."""
+    _SERVABLE.clear()
+
+
+def _lookup(settings: Settings, batch_id: str | None) -> tuple[str, int]:
     with session_scope(settings.metadata_db_url) as session:
         batch = batches.get_batch(session, batch_id) if batch_id else batches.active_batch(session)
         if batch is None:

@@ -72,6 +72,27 @@ def test_served_vectors_equal_the_published_batch(built: Pipeline) -> None:
     assert np.isnan(z[3]).all()  # unknown user: no vector, not someone else's
 
 
+def test_a_retired_batch_is_refused_once_the_lifecycle_cache_expires(
+    built: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from representation import serving
+
+    serving.forget_lifecycle()
+    get_user_embeddings(built.settings, [0], built.batch_id)  # cached as servable
+    with session_scope(built.settings.metadata_db_url) as session:
+        row = batches.get_batch(session, built.batch_id)
+        status, row.status = row.status, BatchStatus.RETIRED  # retired by another process
+    try:
+        now = serving.time.monotonic()
+        monkeypatch.setattr(serving.time, "monotonic", lambda: now + serving.LIFECYCLE_TTL_S)
+        with pytest.raises(batches.BatchError, match="retired"):
+            get_user_embeddings(built.settings, [0], built.batch_id)
+    finally:
+        with session_scope(built.settings.metadata_db_url) as session:
+            batches.get_batch(session, built.batch_id).status = status
+        serving.forget_lifecycle()
+
+
 def test_two_batches_side_by_side_are_never_mixed(built: Pipeline) -> None:
     from representation.train import TrainConfig
 
