@@ -102,7 +102,9 @@ class ZuMethod:
         x = self.inputs(ctx, split.user_ids, split.history)  # (users, input_dim)
         t1 = time.perf_counter()
         cfg = AutoencoderConfig(input_dim=x.shape[1], **self.recipe.model)
-        tcfg = TrainConfig(**({"seed": ctx.seed} | self.recipe.train))
+        # a recipe that fixes the model's size measures that size: no selection over sizes
+        defaults = {"seed": ctx.seed, "select": not self.recipe.model}
+        tcfg = TrainConfig(**(defaults | self.recipe.train))
         items = self.item_targets(split, tcfg)
         tags = _tag_shares(split, tcfg)
         result = train_autoencoder(x, blocks, cfg, tcfg, items=items, tags=tags)

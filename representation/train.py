@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from representation import selection
 from representation.model import (
     AutoencoderConfig,
     InputBlock,
@@ -67,6 +68,8 @@ class TrainConfig:
     tag_weight: float = 1.0  # tag decoder (only with tag targets, representation/targets.py):
     # weight of its soft-label cross-entropy over the user's genre / tag shares; 0 = off
     tag_vocab: int = 256  # the tag decoder predicts the most used genres / tags, at most this many
+    select: bool = True  # choose among selection.CANDIDATES on the validation users first
+    # (needs item targets; off when aligning to a parent, whose latent size is fixed)
     compat_weight: float = 0.3  # BCT term (only with parent anchors): weight of the anchor
     # users' squared distance to their parent z_u, relative to the parent's z_u variance;
     # docs/alignment.md measures the trade against the linear probe
@@ -104,7 +107,7 @@ class TrainConfig:
     @classmethod
     def tiny(cls) -> TrainConfig:
         """Trains in a few seconds on CPU: tests and local runs."""
-        return cls(epochs=30, batch_size=128, max_batch_size=128, lr=3e-3, patience=5)
+        return cls(epochs=30, batch_size=128, max_batch_size=128, lr=3e-3, patience=5, select=False)
 
 
 BF16_MIN_SPEEDUP = 1.3  # bf16 autocast only where it clearly pays (see TrainConfig.bf16)
@@ -488,6 +491,8 @@ def train_autoencoder(
     if x.ndim != 2 or x.shape[1] != config.input_dim:
         raise ValueError(f"expected (n, {config.input_dim}) input, got {x.shape}")
     validate_blocks(blocks, config.input_dim)
+    if train_config.select and items is not None and anchors is None and len(x) >= 50:
+        return _select_and_train(x, blocks, config, train_config, on_epoch, items, tags)
     cfg = train_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -504,6 +509,61 @@ def train_autoencoder(
         metrics = _fit(model, xs, train_rows, val_rows, step_cfg, rng, on_epoch, compat, item_loss)
     model.eval()
     return TrainResult(model, normaliser, tuple(blocks), config, cfg, metrics)
+
+
+def _select_and_train(
+    x: np.ndarray,
+    blocks: Sequence[InputBlock],
+    config: AutoencoderConfig,
+    train_config: TrainConfig,
+    on_epoch: Callable[[int, float, float], None] | None,
+    items: sp.csr_matrix,
+    tags: sp.csr_matrix | None,
+) -> TrainResult:
+    """Train each selection.CANDIDATES on (a sample of) the users, keep the one whose z_u best
+    recovers the validation users' items from their neighbours, then train it on every user
+    (the candidate's own model when the sample was every user)."""
+    t0 = time.perf_counter()
+    rows = selection.sample_rows(len(x), train_config.seed)
+    x_s, items_s = x[rows], sp.csr_matrix(items)[rows]
+    tags_s = None if tags is None else sp.csr_matrix(tags)[rows]
+    fit_rows, val_rows = split_users(
+        len(rows), train_config.val_fraction, np.random.default_rng(train_config.seed)
+    )  # the split train_autoencoder makes of the same rows
+    results: dict[str, TrainResult] = {}
+
+    def score(candidate: selection.Candidate) -> float:
+        cfg, tcfg = selection.apply(candidate, config, replace(train_config, select=False))
+        res = results[candidate.name] = train_autoencoder(
+            x_s, blocks, cfg, tcfg, items=items_s, tags=tags_s
+        )
+        z = _embed(res, x_s)  # (sample, latent)
+        return selection.neighbour_recall(
+            z[val_rows], z[fit_rows], items_s[val_rows], items_s[fit_rows]
+        )
+
+    best, scores = selection.best_of(selection.CANDIDATES, score)
+    chosen = selection.Selection(best, scores, len(rows), time.perf_counter() - t0)
+    log.info("settings chosen on the validation users: %s %s", best.name, scores)
+    if len(rows) == len(x):
+        result = results[best.name]
+    else:
+        cfg, tcfg = selection.apply(best, config, replace(train_config, select=False))
+        result = train_autoencoder(x, blocks, cfg, tcfg, on_epoch, items=items, tags=tags)
+    result.train_config = replace(result.train_config, select=True)
+    result.metrics["selection"] = chosen.to_dict()
+    return result
+
+
+@torch.no_grad()
+def _embed(result: TrainResult, x: np.ndarray) -> np.ndarray:
+    """z of raw rows (NaN = missing) under a trained result, in chunks."""
+    result.model.eval()
+    out = []
+    for start in range(0, len(x), _CHUNK):
+        xs = torch.from_numpy(result.normaliser.transform(x[start : start + _CHUNK]))
+        out.append(result.model.encode(xs).numpy())  # (chunk, latent)
+    return np.concatenate(out) if out else np.zeros((0, result.config.latent_dim), np.float32)
 
 
 def _fit(
