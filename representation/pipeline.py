@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -118,8 +118,11 @@ def train_batch(
     """
     c_dim, t_dim = _encoder_dims(settings)
     layout = InputLayout(tuple(h.name for h in settings.horizon_list), c_dim, t_dim)
-    cfg = AutoencoderConfig(input_dim=layout.dim, **(model_cfg or {}))
     train_cfg = train_cfg or TrainConfig(seed=settings.seed)
+    if align_to is not None:  # the parent fixes z_u's size: nothing to choose
+        model_cfg = {"latent_dim": _latent_dim(settings, align_to)} | (model_cfg or {})
+        train_cfg = replace(train_cfg, select=False)
+    cfg = AutoencoderConfig(input_dim=layout.dim, **(model_cfg or {}))
     _require_snapshot(settings, as_of)
     vocab = train_cfg.item_vocab if train_cfg.item_weight > 0 else 0
     data = TrainingSet(settings.paths, as_of, layout, vocab)  # the engine reads the users' data
@@ -170,6 +173,11 @@ def train_batch(
         row.alignment = alignment
     log.info("trained batch %s on %d users", batch_id, len(users))
     return batch_id
+
+
+def _latent_dim(settings: Settings, batch_id: str) -> int:
+    with session_scope(settings.metadata_db_url) as session:
+        return batches.get_batch(session, batch_id).latent_dim
 
 
 def _current_encoder(settings: Settings) -> str:

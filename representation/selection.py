@@ -6,7 +6,9 @@ neighbours: for each validation user (the users train_autoencoder holds out for 
 stopping), the items of their k nearest training users in z_u (cosine) are ranked by how many
 of those neighbours had them, and the score is the recall of the user's own items in the top
 `top`. It needs no future data and no decoder, so it compares latent sizes and decoder weights
-on equal terms. The choice and every candidate's score are recorded with the batch.
+on equal terms. The choice and every candidate's score are recorded with the batch. Settings
+the caller set explicitly are not chosen over, nor is anything when aligning to a parent batch
+(its size is fixed); the Ray engine's data-parallel training trains the settings it is given.
 """
 
 from __future__ import annotations
@@ -101,6 +103,20 @@ def apply(
 ) -> tuple[AutoencoderConfig, Any]:
     """The configs a candidate trains with."""
     return replace(config, **candidate.model), replace(train_config, **candidate.train)
+
+
+def open_to(
+    candidates: Sequence[Candidate], config: AutoencoderConfig, train_config: Any
+) -> list[Candidate]:
+    """The candidates that change only settings the caller left at their defaults: an explicit
+    `--latent-dim 32` is kept, not chosen over."""
+    defaults = (AutoencoderConfig(input_dim=config.input_dim), type(train_config)())
+    given = (config, train_config)
+
+    def untouched(overrides: dict[str, Any], which: int) -> bool:
+        return all(getattr(given[which], k) == getattr(defaults[which], k) for k in overrides)
+
+    return [c for c in candidates if untouched(c.model, 0) and untouched(c.train, 1)]
 
 
 def sample_rows(n: int, seed: int, limit: int = MAX_SELECTION_USERS) -> np.ndarray:

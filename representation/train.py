@@ -542,7 +542,8 @@ def _select_and_train(
             z[val_rows], z[fit_rows], items_s[val_rows], items_s[fit_rows]
         )
 
-    best, scores = selection.best_of(selection.CANDIDATES, score)
+    candidates = selection.open_to(selection.CANDIDATES, config, train_config)
+    best, scores = selection.best_of(candidates, score)
     chosen = selection.Selection(best, scores, len(rows), time.perf_counter() - t0)
     log.info("settings chosen on the validation users: %s %s", best.name, scores)
     if len(rows) == len(x):

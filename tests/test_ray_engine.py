@@ -147,7 +147,7 @@ def test_ray_and_local_embed_identical_z_u(world: World, local_ray) -> None:
     apply_repo(world.settings)
     build.build_snapshot(world.settings, world.as_of)
     batch_id = pipeline.train_batch(
-        world.settings, world.as_of, {"latent_dim": 8}, TrainConfig(epochs=2, seed=0)
+        world.settings, world.as_of, {"latent_dim": 8}, TrainConfig(epochs=2, seed=0, select=False)
     )
     local = pipeline.embed_batch(world.settings, batch_id, world.as_of, online=False)
     z_local = pq.read_table(local.offline_file).drop_columns([C.CREATED])
@@ -180,7 +180,9 @@ def test_ray_train_with_one_worker_gives_the_local_batch(world: World, local_ray
     from representation.train import TrainConfig
 
     build.build_snapshot(world.settings, world.as_of)
-    cfg = TrainConfig(epochs=2, seed=3, item_sample=64)  # below the ~300-item vocabulary: sampled
+    cfg = TrainConfig(
+        epochs=2, seed=3, item_sample=64, select=False
+    )  # below the ~300-item vocabulary: sampled
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -255,7 +257,7 @@ def test_ray_train_on_two_workers_reads_shards_and_aligns(world: World, local_ra
 
     build.build_snapshot(world.settings, world.as_of)
     parent = pipeline.train_batch(
-        world.settings, world.as_of, {"latent_dim": 8}, TrainConfig(epochs=2, seed=0)
+        world.settings, world.as_of, {"latent_dim": 8}, TrainConfig(epochs=2, seed=0, select=False)
     )
     on_ray = world.on("ray").model_copy(update={"ray_train_workers": 2})
     sizes: list[int] = []
@@ -265,7 +267,7 @@ def test_ray_train_on_two_workers_reads_shards_and_aligns(world: World, local_ra
             on_ray,
             world.as_of,
             {"latent_dim": 8},
-            TrainConfig(epochs=3, seed=1),
+            TrainConfig(epochs=3, seed=1, select=False),
             align_to=parent,
             align_method="bct+procrustes",
         )

@@ -64,3 +64,20 @@ def test_the_choice_and_its_scores_are_recorded_with_the_model() -> None:
     assert result.train_config.select is True
     expected = next(c for c in selection.CANDIDATES if c.name == chosen["chosen"])
     assert result.config.latent_dim == expected.model.get("latent_dim", 64)
+
+
+def test_settings_the_caller_chose_are_not_chosen_over() -> None:
+    from representation.model import AutoencoderConfig
+    from representation.train import TrainConfig
+
+    names = lambda cs: [c.name for c in cs]  # noqa: E731
+    everything = selection.open_to(selection.CANDIDATES, AutoencoderConfig(12), TrainConfig())
+    assert names(everything) == names(selection.CANDIDATES)
+    sized = selection.open_to(
+        selection.CANDIDATES, AutoencoderConfig(12, latent_dim=8), TrainConfig()
+    )
+    assert "latent 128" not in names(sized) and "default" in names(sized)
+    weighted = selection.open_to(
+        selection.CANDIDATES, AutoencoderConfig(12), TrainConfig(item_weight=0.5)
+    )
+    assert "item decoder x4" not in names(weighted)
