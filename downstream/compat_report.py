@@ -2,18 +2,20 @@
 records (`userrep batches compat`), its AUC on its own batch and on each newer batch used as
 served and unaligned, a retrained reference, the drop's bounds, and the verdict.
 
-Importing this module registers the section (downstream/report.py register_section).
+Listed in downstream/report.py SECTIONS.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect, select
 
 from downstream.compat import COMPAT_KEY
-from downstream.report import ReportData, Section, register_section, tables
 from userrep.db import DownstreamModel, session_scope
+
+if TYPE_CHECKING:  # report.py lists this section, so it is imported from there at run time
+    from downstream.report import ReportData, Section
 
 HEAD = (
     "model",
@@ -80,9 +82,10 @@ def compat_rows(data: ReportData) -> list[list[Any]]:
     return rows
 
 
-@register_section
 def compat_section(data: ReportData) -> Section | None:
     """Retrain compatibility of every pinned model that has been measured on a newer batch."""
+    from downstream.report import Section, inline_html, tables
+
     rows = compat_rows(data)
     if not rows:
         return None
@@ -91,6 +94,8 @@ def compat_section(data: ReportData) -> Section | None:
         "A model may be repinned (`userrep downstream repin`) only where the verdict is "
         "compatible: the new batch descends from the pinned one through alignment records, and "
         "the drop's one-sided 95 % upper bound (paired bootstrap over test users) is within max "
-        "drop, on enough test users. AUCs carry two-sided 95 % intervals."
+        "drop, on enough test users. AUCs carry two-sided 95 % intervals. Each AUC is a "
+        "registered model's on its own label time and test users, not the task comparison's."
     )
-    return Section("Retrain compatibility", f"<p>{note}</p>{html_table}", f"{note}\n\n{md_table}")
+    body = f"<p>{inline_html(note)}</p>{html_table}"
+    return Section("Retrain compatibility", body, f"{note}\n\n{md_table}")

@@ -1,49 +1,45 @@
-"""The downstream / infrastructure-cost report: ONE self-contained HTML page (inline SVG) plus a
-markdown summary under <workspace>/reports/. Built from sections: each is a function of the
-collected ReportData; add one with `register_section` (or pass `sections=`).
+"""The downstream / infrastructure-cost report: ONE self-contained HTML page (matplotlib figures
+as inline PNG, HTML tables) plus a markdown summary under <workspace>/reports/. The page is the
+sections in SECTIONS, each a function of the collected ReportData (or pass `sections=`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
-import json
-import logging
+import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from downstream import charts
 from downstream import labels as L
-from downstream import svg
 from downstream.baselines import COLD, WARM, MethodResult, metric_columns
+from downstream.compat_report import compat_section
 from downstream.costs import ModelCost
+from downstream.report_data import Projection, ReportData, collect, report_time
 from userrep.html import BASE_CSS
-from userrep.settings import Settings
 
-log = logging.getLogger(__name__)
+# collect / ReportData live in report_data.py; callers use them from here beside render
+__all__ = [
+    "SECTIONS",
+    "Projection",
+    "ReportData",
+    "Section",
+    "collect",
+    "render",
+    "report_time",
+    "tables",
+    "write_report",
+]
 
-PROJECTION_USERS = 2000  # points in the z_u scatter (a seeded sample beyond that)
-_CSS = BASE_CSS + ".charts>svg{margin:8px 24px 8px 0;vertical-align:top}pre{font-size:12px}"
 
-
-@dataclass
-class ReportData:
-    """Everything the sections draw from; sections may also read the workspace themselves."""
-
-    settings: Settings
-    batch_id: str
-    as_of: pd.Timestamp  # label time T of the task comparisons
-    comparison: list[MethodResult] = field(default_factory=list)
-    comparison_md: str = ""
-    costs: list[ModelCost] = field(default_factory=list)
-    encoder_metrics: dict[str, Any] = field(default_factory=dict)  # the batch's metrics.json
-    projection: tuple[np.ndarray, list[str], str] | None = None  # (xy, labels, what labels are)
-    notes: list[str] = field(default_factory=list)
+_CSS = BASE_CSS + (
+    "figure.chart{margin:12px 0}figcaption{font-size:12px;color:#555}"
+    "tr.zu td{font-weight:bold;background:#fdecec}table{margin:8px 0}"
+)
 
 
 @dataclass
@@ -54,15 +50,6 @@ class Section:
 
 
 SectionFn = Callable[[ReportData], Section | None]  # None: nothing to show for this workspace
-SECTIONS: list[SectionFn] = []  # the default page, in order; filled below
-
-
-def register_section(fn: SectionFn, before: SectionFn | None = None) -> SectionFn:
-    """Add a section to the default report (at the end, or before another one). Usable as a
-    decorator; registering the same function twice is a no-op."""
-    if fn not in SECTIONS:
-        SECTIONS.insert(SECTIONS.index(before) if before in SECTIONS else len(SECTIONS), fn)
-    return fn
 
 
 def _md_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -72,11 +59,15 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    """z_u's rows (any cell exactly "z_u") are set in bold."""
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     trs = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+        ("<tr class='zu'>" if any(str(c) == charts.Z_U for c in r) else "<tr>")
+        + "".join(f"<td>{html.escape(str(c))}</td>" for c in r)
+        + "</tr>"
+        for r in rows
     )
-    return f"<table><tr>{th}</tr>{trs}</table>"
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
 def tables(head: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, str]:
@@ -84,18 +75,58 @@ def tables(head: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, 
     return _html_table(head, rows), _md_table(head, rows)
 
 
+def inline_html(text: str) -> str:
+    """Escaped text with `code` spans."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")  # a markdown table's header rule
+
+
+def markdown_html(md: str) -> str:
+    """The comparison's markdown (paragraph lines and pipe tables, as baselines.results_rows
+    writes them) as HTML paragraphs and tables."""
+    out: list[str] = []
+    table: list[list[str]] = []
+    for line in [*md.splitlines(), ""]:
+        if line.lstrip().startswith("|"):
+            if not _RULE.match(line.strip()):
+                table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if table:
+            out.append(_html_table(table[0], table[1:]))
+            table = []
+        if line.strip():
+            out.append(f"<p>{inline_html(line.strip())}</p>")
+    return "".join(out)
+
+
+def _z_u_metric(results: Sequence[MethodResult], key: str) -> float | None:
+    r = next((r for r in results if r.method == charts.Z_U and r.section == WARM), None)
+    return None if r is None or key not in r.metrics else float(r.metrics[key])
+
+
+def _any_finite(results: Sequence[MethodResult], key: str) -> bool:
+    return any(math.isfinite(float(r.metrics.get(key, math.nan))) for r in results)
+
+
 def metrics_section(data: ReportData) -> Section | None:
     """Task metrics of z_u beside every baseline (and the cold-start / ablation rows)."""
     if not data.comparison:
         return None
-    charts = []
-    for section in (WARM, COLD):
+    figures = []
+    for section, who in ((WARM, "all held-out users"), (COLD, "cold-start users")):
         rows = [r for r in data.comparison if r.section == section]
-        for key, head in metric_columns(rows)[:2] if rows else []:
-            values = {r.method: float(r.metrics.get(key, np.nan)) for r in rows}
-            charts.append(svg.bar_chart(values, f"{section}: {head}"))
-    body = f'<div class="charts">{"".join(charts)}</div>'
-    body += f"<pre>{html.escape(data.comparison_md)}</pre>"
+        if rows:
+            title = f"Future listening, {who}: z_u and the baselines"
+            by_method = {r.method: r.metrics for r in rows}
+            shown = [(k, h) for k, h in metric_columns(rows) if _any_finite(rows, k)]
+            figures.append(charts.figure_html(charts.metric_bars(by_method, shown, title)))
+    note = (
+        "The same numbers as the tables below. Cold-start rows are other users (in their first "
+        "day) than the all-users rows, so their AUCs differ by design."
+    )
+    body = f"<p>{note}</p>{''.join(figures)}{markdown_html(data.comparison_md)}"
     return Section("Task metrics: z_u and the baselines", body, data.comparison_md)
 
 
@@ -112,7 +143,7 @@ def _cost_rows(costs: Sequence[ModelCost]) -> list[list[object]]:
             f"{c.training_set_s:.2f}",
             f"{c.train_s:.2f}",
             f"{c.model_bytes / 1024:,.1f}",
-            f"{c.metrics.get('auc', c.metrics.get('accuracy', np.nan)):.3f}",
+            f"{c.metrics.get('auc', c.metrics.get('accuracy', float('nan'))):.3f}",
         ]
         for c in costs
     ]
@@ -129,44 +160,89 @@ COST_HEAD = (
     "training set s",
     "train s",
     "model KiB",
-    "AUC / acc",
+    "AUC / acc at T",
 )
+# chart panels: (title, value, format): the formats of the table's columns
+COST_PANELS: tuple[tuple[str, Callable[[ModelCost], float], str], ...] = (
+    ("features per request", lambda c: c.online.features, "{:,.0f}"),
+    ("bytes fetched per request", lambda c: c.online.bytes, "{:,.0f}"),
+    ("online fetch p50 (ms)", lambda c: c.online.p50_ms, "{:.2f}"),
+    ("training-set generation (s)", lambda c: c.training_set_s, "{:.2f}"),
+    ("training (s)", lambda c: c.train_s, "{:.2f}"),
+    ("model size (KiB)", lambda c: c.model_bytes / 1024, "{:,.1f}"),
+)
+
+
+def _auc_note(data: ReportData) -> str:
+    """Why z_u's future-listening AUC here is not the one under Task metrics ("" when equal)."""
+    cost = next(
+        (c for c in data.costs if c.feature_set == charts.Z_U and c.task == L.FUTURE_LISTENING),
+        None,
+    )
+    pooled = _z_u_metric(data.comparison, "auc")
+    if cost is None or pooled is None or "auc" not in cost.metrics:
+        return ""
+    here = float(cost.metrics["auc"])
+    if f"{here:.3f}" == f"{pooled:.3f}":
+        return ""
+    times = data.label_times or [data.as_of]
+    if len(times) > 1:
+        where = (
+            f"the labels of {len(times)} label times ({times[0]:%Y-%m-%d} .. "
+            f"{times[-1]:%Y-%m-%d}) pooled"
+        )
+    else:
+        where = f"the labels at {times[0]:%Y-%m-%d %H:%M}"
+    return (
+        f"z_u's future-listening AUC is {here:.3f} here and {pooled:.3f} under Task metrics: "
+        f"the cost model is fitted and tested on the labels at T = {data.as_of:%Y-%m-%d %H:%M} "
+        f"only ({cost.rows} rows, its own train / test split of those users), the task "
+        f"comparison on {where}, with one user split shared by every method. Different label "
+        "sets and test users, so different AUCs; neither is a typo."
+    )
 
 
 def cost_section(data: ReportData) -> Section | None:
     """Per downstream model: what serving and training it costs, curated features vs z_u."""
     if not data.costs:
         return None
-    charts = []
-    for label, get in (
-        ("features per request", lambda c: c.online.features),
-        ("bytes fetched per request", lambda c: c.online.bytes),
-        ("online fetch p50 ms", lambda c: c.online.p50_ms),
-        ("training-set generation s", lambda c: c.training_set_s),
-        ("training s", lambda c: c.train_s),
-        ("model KiB", lambda c: c.model_bytes / 1024),
-    ):
-        values = {f"{c.feature_set} ({c.task[:6]})": float(get(c)) for c in data.costs}
-        charts.append(svg.bar_chart(values, label, fmt="{:,.2f}", width=360))
+    panels = {
+        head: (
+            {t: {c.feature_set: float(get(c)) for c in data.costs if c.task == t} for t in tasks},
+            fmt,
+        )
+        for tasks in [list(dict.fromkeys(c.task for c in data.costs))]
+        for head, get, fmt in COST_PANELS
+    }
+    figure = charts.figure_html(
+        charts.grouped_bars(panels, "Infrastructure cost per downstream model: z_u vs curated")
+    )
     table_html, table_md = tables(COST_HEAD, _cost_rows(data.costs))
     calls = data.costs[0].online.calls
-    note = (
+    notes = [
         f"Online: {calls} real get_online_features calls per feature set, one user each, user "
         "features only (the item vectors are the same for every feature set). Times are wall "
-        "clock on this machine."
-    )
-    body = f"<p>{html.escape(note)}</p>{table_html}<div class='charts'>{''.join(charts)}</div>"
-    return Section("Infrastructure cost: curated features vs z_u", body, f"{note}\n\n{table_md}")
+        "clock on the machine that wrote the report.",
+        _auc_note(data),
+    ]
+    notes = [n for n in notes if n]
+    body = "".join(f"<p>{inline_html(n)}</p>" for n in notes) + table_html + figure
+    md = "\n\n".join([*notes, table_md])
+    return Section("Infrastructure cost: curated features vs z_u", body, md)
 
 
 def projection_section(data: ReportData) -> Section | None:
     """z_u in two dimensions (PCA), coloured by planted cluster or top genre."""
     if data.projection is None:
         return None
-    xy, labels, what = data.projection
-    chart = svg.scatter(xy, labels, f"z_u of {data.batch_id}, PCA, by {what}")
-    md = f"PCA of z_u ({len(xy)} users) coloured by {what}: see the HTML page."
-    return Section("z_u projection", f'<div class="charts">{chart}</div>', md)
+    p = data.projection
+    title = f"z_u of batch {data.batch_id}: its two principal components"
+    chart = charts.figure_html(charts.scatter(p.xy, p.labels, p.explained, title, p.what))
+    md = (
+        f"PCA of z_u ({len(p.xy)} users) coloured by {p.what}; PC 1 explains "
+        f"{p.explained[0]:.1%} and PC 2 {p.explained[1]:.1%} of the variance: see the HTML page."
+    )
+    return Section("z_u projection", chart, md)
 
 
 def loss_section(data: ReportData) -> Section | None:
@@ -175,17 +251,25 @@ def loss_section(data: ReportData) -> Section | None:
     curves = {k: m[k] for k in ("train_loss", "val_loss", "val_clean_loss") if m.get(k)}
     if not curves:
         return None
-    chart = svg.line_chart(curves, f"autoencoder loss, batch {data.batch_id}")
+    title = f"Loss of the z_u encoder (autoencoder) per epoch, batch {data.batch_id}"
+    chart = charts.figure_html(charts.loss_curves(curves, m.get("best_epoch"), title))
     facts = {k: m.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "seconds")}
     rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in facts.items()]
     table_html, table_md = tables(("metric", "value"), rows)
+    note = "best_val_loss is val_loss at best_epoch, the weights the batch keeps."
     return Section(
-        "Autoencoder training", f'<div class="charts">{chart}</div>{table_html}', table_md
+        "Autoencoder training", f"<p>{note}</p>{chart}{table_html}", f"{note}\n\n{table_md}"
     )
 
 
-for _fn in (metrics_section, cost_section, projection_section, loss_section):
-    register_section(_fn)
+# The default page, in order.
+SECTIONS: tuple[SectionFn, ...] = (
+    metrics_section,
+    cost_section,
+    projection_section,
+    loss_section,
+    compat_section,
+)
 
 
 def render(data: ReportData, sections: Sequence[SectionFn] | None = None) -> tuple[str, str]:
@@ -193,7 +277,7 @@ def render(data: ReportData, sections: Sequence[SectionFn] | None = None) -> tup
     parts = [s for fn in (SECTIONS if sections is None else sections) if (s := fn(data))]
     title = f"userrep downstream report: batch {data.batch_id}, T = {data.as_of:%Y-%m-%d %H:%M}"
     notes_md = "".join(f"- {n}\n" for n in data.notes)
-    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    notes_html = "".join(f"<li>{inline_html(n)}</li>" for n in data.notes)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><ul>{notes_html}</ul>"
@@ -216,101 +300,3 @@ def write_report(
     html_path.write_text(page, encoding="utf-8")
     md_path.write_text(md, encoding="utf-8")
     return html_path, md_path
-
-
-def encoder_metrics(settings: Settings, batch_id: str) -> dict[str, Any]:
-    """The batch artifact's metrics.json (loss curves), {} when there is none."""
-    from representation import batches
-    from representation.artifact import METRICS_FILE
-    from userrep.db import session_scope
-
-    with session_scope(settings.metadata_db_url) as session:
-        path = Path(batches.get_batch(session, batch_id).artifact_path) / METRICS_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def projection(
-    settings: Settings, batch_id: str, as_of: pd.Timestamp, truth: pd.DataFrame | None = None
-) -> tuple[np.ndarray, list[str], str]:
-    """PCA of the batch's z_u; colours: planted cluster (truth table) or top genre so far."""
-    from downstream.similar import batch_vectors
-    from userrep import columns as C
-
-    users, z, _ = batch_vectors(settings, batch_id, as_of)
-    keep = np.sort(np.random.default_rng(0).permutation(len(users))[:PROJECTION_USERS])
-    users, z = users[keep], z[keep]
-    truth_file = settings.paths.truth / "users.parquet"
-    if truth is None and truth_file.exists():
-        truth = pd.read_parquet(truth_file)
-    if truth is not None:
-        label = pd.Series(truth[C.CLUSTER].to_numpy(), index=truth[C.USER_ID].to_numpy())
-        what = "planted cluster"
-    else:
-        genre = L.genre_preference(settings, as_of, source="history")
-        label, what = genre.set_index(C.USER_ID)[L.LABEL], "top genre so far"
-    names = [str(v) for v in pd.Series(users).map(label).fillna("unknown")]
-    return svg.pca_2d(z), names, what
-
-
-def report_time(settings: Settings, batch_id: str) -> pd.Timestamp:
-    """The newest time the batch is published at that still has later events to label."""
-    from representation.build import last_event_time
-    from representation.pipeline import published_times
-
-    times = published_times(settings, batch_id)
-    if not times:
-        raise FileNotFoundError(f"batch {batch_id} has no published z_u")
-    last = last_event_time(settings.paths)
-    return max((t for t in times if t < last), default=times[-1])
-
-
-def collect(
-    settings: Settings,
-    batch_id: str | None = None,
-    as_of: pd.Timestamp | None = None,
-    family: str = "lightgbm",
-    window_days: int | None = None,
-    methods: Sequence[str] | None = None,
-    cost_tasks: Sequence[str] = (L.FUTURE_LISTENING, L.GENRE_PREFERENCE),
-    n_calls: int = 50,
-    truth: pd.DataFrame | None = None,
-) -> ReportData:
-    """Run the comparison and the cost measurements for one batch; a step that cannot run on
-    this workspace (e.g. no labels after T) leaves a note instead of failing the report.
-    Without as_of the comparison runs at every label time of the batch (label_times), or at
-    report_time when it has none; costs and the projection use report_time."""
-    from downstream.baselines import METHODS, compare_baselines
-    from downstream.costs import measure_costs
-    from downstream.label_times import label_times, window_for
-    from downstream.tasks import batch_as_of
-    from downstream.training_set import trainable_batch
-
-    batch = trainable_batch(settings, batch_id)
-    t = as_of if as_of is not None else report_time(settings, batch)
-    data = ReportData(settings, batch, t, encoder_metrics=encoder_metrics(settings, batch))
-    trained = batch_as_of(settings, batch)
-    when: Any = t
-    if as_of is None:
-        with contextlib.suppress(ValueError):  # none leak-free: T = report_time, noted below
-            when, _ = label_times(settings, batch, window_days)
-    if trained > t and when is t:
-        data.notes.append(
-            f"batch trained as of {trained:%Y-%m-%d %H:%M}, after T: its encoder saw input "
-            "features and item targets up to then, label windows included; metrics are optimistic"
-        )
-    try:
-        data.comparison_md, data.comparison = compare_baselines(
-            settings, when, batch, family, window_days, tuple(methods or METHODS), cold_start=True
-        )
-    except ValueError as err:
-        data.notes.append(f"task comparison skipped: {err}")
-    cost_window = window_for([t], window_days)
-    for task in cost_tasks:
-        try:
-            data.costs += measure_costs(
-                settings, batch, t, task, family=family, window_days=cost_window, n_calls=n_calls
-            )
-        except ValueError as err:
-            data.notes.append(f"cost of {task} skipped: {err}")
-    data.projection = projection(settings, batch, t, truth)
-    return data

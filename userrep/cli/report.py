@@ -24,17 +24,32 @@ def report_cmd(
     ] = None,
     calls: Annotated[int, typer.Option(help="Online lookups timed per feature set.")] = 50,
     out: Annotated[Path | None, typer.Option(help="Folder (default: <workspace>/reports).")] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute",
+            help="Measure the task metrics and costs again instead of reusing the results "
+            "stored under <workspace>/reports/cache for the same batch, T, options and inputs.",
+        ),
+    ] = False,
 ) -> Path:
     """Metrics vs baselines, serving / training cost (curated vs z_u), z_u projection, loss
-    curves: one self-contained HTML page plus a markdown summary. Prints the HTML path."""
-    from downstream import compat_report, report  # noqa: F401  compat_report: its section
+    curves: one self-contained HTML page plus a markdown summary. Prints the HTML path.
+    Results computed before for the same batch, T, options and input files are reused."""
+    from downstream import report
     from representation.batches import BatchError
 
     settings = state.settings
     try:
-        with console.status("downstream report: training and timing the task models"):
+        with console.status("downstream report: the task models (or their stored results)"):
             data = report.collect(
-                settings, batch, parse_time(as_of), family, window_days, n_calls=calls
+                settings,
+                batch,
+                parse_time(as_of),
+                family,
+                window_days,
+                n_calls=calls,
+                recompute=recompute,
             )
     except (BatchError, FileNotFoundError, ValueError) as err:
         fail(str(err))
