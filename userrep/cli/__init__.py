@@ -1,6 +1,6 @@
 """The `userrep` CLI: `app` plus the modules that register its commands, in pipeline order."""
 
-from userrep.cli import data, representation, validate, downstream, compat, nrt, report, demo, evaluate  # noqa: F401,I001  (registration order = help order)
+from userrep.cli import data, representation, validate, downstream, compat, nrt, serve, report, demo, evaluate  # noqa: F401,I001  (registration order = help order)
 from userrep.cli.app import app
 
 __all__ = ["app"]
