@@ -281,7 +281,6 @@ def export_cmd(
 ) -> None:
     """Write (user_id, z_u, batch, as_of) of a batch to a parquet file."""
     from representation import batches
-    from representation.pipeline import export_embeddings
     from userrep.db import BatchStatus, session_scope
 
     try:  # looked up in the metadata DB: never a glob or a path
@@ -292,6 +291,8 @@ def export_cmd(
             fail(f"batch {batch!r} is retired: pass --include-retired to export it anyway")
         if status == BatchStatus.BUILDING:
             fail(f"batch {batch!r} is building: it is exported once `userrep embed` made it ready")
+        from representation.pipeline import export_embeddings  # torch: only when it will run
+
         n = export_embeddings(state.settings, batch, out)
     except (batches.BatchError, FileNotFoundError) as err:
         fail(str(err))
@@ -316,8 +317,8 @@ def embed_user_cmd(
     """Embed one user from onboarding signals (and optional plays) with a batch's encoder."""
     import pandas as pd
 
-    from representation.encoders import load_item_vectors
     from nrt.signals import UserSignals, embed_signals
+    from representation.encoders import load_item_vectors
     from representation.pipeline import load_encoder
     from representation.serving import resolve_batch
 
