@@ -171,20 +171,18 @@ def log_record(report: IngestReport, kind: str, **extra: object) -> dict:
 
 
 def quarantine_problem(report: IngestReport, max_quarantined: float) -> str | None:
-    """Why an ingest of this table must not be published, or None. Rows already ingested
-    (a re-run) are neither accepted nor bad: they only shrink what is judged."""
+    """Why an ingest of this table must not be published, or None. Rows already ingested (a
+    re-run of the same file) count as good: they are in the workspace, not rejected."""
     already = report.reasons.get("duplicate: already ingested", 0)
-    fresh, bad = report.read - already, report.quarantined - already
+    bad = report.quarantined - already
     if report.read == 0:
         return f"{report.source}: no rows"
-    if fresh == 0:
-        return None
-    if report.accepted == 0:
-        return f"{report.source}: nothing accepted ({bad:,} of {fresh:,} rows quarantined)"
-    if bad / fresh > max_quarantined:
+    if report.accepted + already == 0:
+        return f"{report.source}: nothing accepted ({bad:,} of {report.read:,} rows quarantined)"
+    if bad / report.read > max_quarantined:
         return (
-            f"{report.source}: {bad:,} of {fresh:,} rows quarantined ({bad / fresh:.0%}), "
-            f"more than --max-quarantined {max_quarantined:g}"
+            f"{report.source}: {bad:,} of {report.read:,} rows quarantined "
+            f"({bad / report.read:.0%}), more than --max-quarantined {max_quarantined:g}"
         )
     return None
 
