@@ -485,3 +485,26 @@ def test_a_second_writer_waits_then_names_the_job_holding_the_lock(
         holder.communicate("")  # lets it leave the block
     assert holder.returncode == 0 and not (paths.root / HOLDER_FILE).exists()
     assert ingest_events(paths, source, MAPPING, now=NOW).accepted == 1  # free again
+
+
+def test_stale_offline_temp_files_are_removed_by_the_next_writer(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
+    """A killed features build / embed leaves hidden temp files (never matched by readers);
+    the next writer removes those older than STALE_TEMP_S and leaves a live writer's alone."""
+    import os
+
+    from userrep.ingest.staging import STALE_TEMP_S
+
+    old = paths.user_onboarding / ".asof=20240101T000000.parquet.tmp"
+    parts = paths.user_embedding / ".b1__20240101T000000.parquet.parts"
+    fresh = paths.user_embedding / ".b1__nrt-1.parquet.1234abcd.tmp"
+    for f in (old, fresh):
+        f.write_bytes(b"half")
+    parts.mkdir()
+    (parts / "part-00000.parquet").write_bytes(b"half")
+    past = pd.Timestamp.now().timestamp() - STALE_TEMP_S - 60
+    for f in (old, parts):
+        os.utime(f, (past, past))
+    ingest_events(paths, write_csv(tmp_path / "a.csv", [f"1,1,{T0},1,x"]), MAPPING, now=NOW)
+    assert (old.exists(), parts.exists(), fresh.exists()) == (False, False, True)

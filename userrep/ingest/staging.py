@@ -7,7 +7,8 @@ filesystem, so publishing is os.replace. Publishing writes a journal (COMMIT.jso
 and the ingest-log records) first, then moves the files and appends the log. A job killed
 before the journal leaves a staging directory the next writer deletes (nothing was published);
 one killed after it leaves a journal the next writer finishes (everything is published).
-`recover` does both; the workspace lock runs it whenever a writer takes the lock.
+`recover` does both, and removes the temp files other writers (features, embed) leave when
+killed; the workspace lock runs it whenever a writer takes the lock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from userrep.faults import fault_point
@@ -32,6 +34,11 @@ _LEGACY_LEFTOVERS = (
     ("quarantine", ".tmp-*.parquet"),
     ("data", ".tmp-*.parquet"),
 )
+# Temp files and part folders of the offline writers (features, embed, NRT flush): hidden and
+# not ending in .parquet, so readers never match them. The batch writers hold the workspace
+# lock; the NRT flusher does not, but finishes a file in seconds: older ones are leftovers.
+_OFFLINE_TEMPS = (".*.tmp", ".*.parts")
+STALE_TEMP_S = 600.0
 
 
 def staging_root(paths: WorkspacePaths) -> Path:
@@ -148,4 +155,23 @@ def recover(paths: WorkspacePaths) -> tuple[int, int]:
             for leftover in base.glob(pattern):
                 leftover.unlink(missing_ok=True)
                 removed += 1
-    return finished, removed
+    return finished, removed + _remove_stale_temps(paths)
+
+
+def _remove_stale_temps(paths: WorkspacePaths) -> int:
+    """Delete offline temp files / part folders older than STALE_TEMP_S (killed writers')."""
+    cutoff, removed = time.time() - STALE_TEMP_S, 0
+    dirs = (paths.user_history, paths.user_onboarding, paths.user_embedding, paths.item_vectors)
+    for d in (d for d in dirs if d.exists()):
+        for leftover in (p for pattern in _OFFLINE_TEMPS for p in d.glob(pattern)):
+            try:
+                if leftover.stat().st_mtime > cutoff:
+                    continue
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed += 1
+            except FileNotFoundError:  # finished (renamed) meanwhile
+                continue
+    return removed
