@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from downstream import labels as L
-from downstream.baselines import ABLATION, MethodResult, results_rows
+from downstream.results import ABLATION, MethodResult, results_rows
 from downstream.tasks import fit_evaluate, label_row_times, make_design
 from downstream.training_set import build_training_set
 from representation import batches
@@ -23,6 +23,7 @@ from representation.artifact import CONFIG_FILE, UserEncoder
 from representation.inputs import InputLayout
 from representation.model import ABLATION_SWITCHES, AutoencoderConfig, ablate
 from representation.train import TrainConfig, train_autoencoder
+from representation.trainset import TrainingSet, training_item_targets, training_matrix
 from userrep import columns as C
 from userrep.db import session_scope
 from userrep.settings import Settings
@@ -56,8 +57,6 @@ def ablated_vectors(
 ) -> tuple[dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     """({T: (user ids, z)}, info): the batch's autoencoder retrained on its own snapshot and
     configs without the named input blocks, then every user of the snapshot at each T embedded."""
-    from representation.pipeline import training_item_targets, training_matrix
-    from representation.trainset import TrainingSet
 
     config, trained_at = _batch_artifact(settings, batch_id)
     lay = config["extra"]["layout"]

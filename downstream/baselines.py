@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,12 @@ import scipy.sparse as sp
 from baselines.als import Als
 from baselines.multvae import MultVae, MultVaeConfig
 from downstream import labels as L
+from downstream.ablation import ablation_results, ablation_table
+from downstream.coldstart import cold_start_table, compare_cold_start
 from downstream.label_times import label_times, window_for
 from downstream.matrix import item_matrix
 from downstream.metrics import binary_metrics, split_users
+from downstream.results import WARM, MethodResult, results_rows
 from downstream.tasks import Design, fit_evaluate, label_row_times, make_design, task_labels
 from downstream.training_set import build_training_set, trainable_batch
 from representation.build import events_until
@@ -30,16 +32,6 @@ from userrep.settings import Settings
 log = logging.getLogger(__name__)
 
 METHODS = ("z_u", "curated", "als", "mult-dae", "raw", "popularity")
-WARM, COLD, ABLATION = "all users", "cold start", "ablation"  # MethodResult.section
-
-
-@dataclass
-class MethodResult:
-    method: str
-    n_user_features: int
-    metrics: dict[str, Any]
-    section: str = WARM  # which table of the comparison the row belongs to
-    seconds: dict[str, float] | None = None  # training_set / fit wall times, when measured
 
 
 def _event_matrix(
@@ -231,16 +223,12 @@ def compare_baselines(
     ]
     parts = [comparison_table(results, times, batch, family, window)]
     if ablate:
-        from downstream.ablation import ablation_results, ablation_table
-
         assert batch is not None
         ablated = ablation_results(settings, batch, labels, times, ablate, family, params, folds)
         reference = next((r for r in results if r.method == "z_u"), None)
         parts.append(ablation_table(ablated, reference))
         results += ablated
     if cold_start:
-        from downstream.coldstart import cold_start_table, compare_cold_start
-
         assert batch is not None
         cold, n_users = compare_cold_start(
             settings, times[-1], batch, family, window, params=params
@@ -248,25 +236,6 @@ def compare_baselines(
         parts.append(cold_start_table(cold, n_users, times[-1]))
         results += cold
     return "\n\n".join(parts), results
-
-
-def metric_columns(results: Sequence[MethodResult]) -> list[tuple[str, str]]:
-    """(metric key, header): binary-task or multiclass columns, whichever the rows carry."""
-    if any("accuracy" in r.metrics for r in results):
-        return [("accuracy", "accuracy"), ("top3_accuracy", "top-3"), ("macro_auc", "macro AUC")]
-    return [("auc", "AUC"), ("recall@10", "Recall@10"), ("ndcg@10", "NDCG@10")]
-
-
-def results_rows(results: Sequence[MethodResult], extra: Sequence[str] = ()) -> list[str]:
-    """Markdown header + one row per result; `extra` cells are appended row by row."""
-    cols = metric_columns(results)
-    head = ["method", "user features", *[h for _, h in cols]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(results):
-        cells = [r.method, str(r.n_user_features)]
-        cells += [f"{float(r.metrics.get(k, float('nan'))):.3f}" for k, _ in cols]
-        lines.append("| " + " | ".join(cells) + (f" | {extra[i]} |" if extra else " |"))
-    return lines
 
 
 def comparison_table(

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from downstream import labels as L
-from downstream.baselines import COLD, MethodResult, results_rows
 from downstream.metrics import binary_metrics, multiclass_metrics
+from downstream.results import COLD, MethodResult, results_rows
 from downstream.tasks import Design, batch_as_of, fit_evaluate, make_design
 from downstream.training_set import build_training_set, trainable_batch
 from representation.build import events_until, users_frame

@@ -42,6 +42,8 @@ from downstream.tasks import (
 from downstream.training_set import build_training_set, trainable_batch
 from representation import batches
 from representation.align import AlignmentMap
+from representation.inputs import Snapshot, snapshot_times
+from representation.publish import load_encoder
 from userrep import columns as C
 from userrep.db import DownstreamModel, session_scope, utcnow
 from userrep.settings import Settings
@@ -408,8 +410,6 @@ def _vectors_at(
 ) -> tuple[dict[int, np.ndarray], pd.Timestamp | None]:
     """B's z_u of these users from the newest feature snapshot at or before t, embedded with
     B's encoder (as served: its alignment map applied); ({}, None) without such a snapshot."""
-    from representation.inputs import Snapshot, snapshot_times
-    from representation.pipeline import load_encoder
 
     times = [s for s in snapshot_times(settings.paths) if s <= t]
     if not times:

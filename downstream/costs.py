@@ -19,6 +19,7 @@ import pandas as pd
 from downstream.tasks import fit_evaluate, make_design, task_labels
 from downstream.training_set import build_training_set, user_feature_refs
 from userrep import columns as C
+from userrep.feast_store import feature_store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -112,7 +113,6 @@ def measure_costs(
 ) -> list[ModelCost]:
     """Train the task's model once per feature set (timed) and time real online lookups of
     the user features it needs for n_calls users (the same users for every feature set)."""
-    from userrep.feast_store import feature_store
 
     store = store or feature_store(settings)
     labels = task_labels(settings, task, as_of, window_days, settings.seed)

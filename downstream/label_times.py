@@ -12,6 +12,9 @@ import logging
 import numpy as np
 import pandas as pd
 
+from downstream.tasks import batch_as_of
+from representation.build import last_event_time
+from representation.publish import published_times
 from userrep.settings import Settings, WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -42,9 +45,6 @@ def label_times(
     """(label times, window days) of a batch: its published as-of times at or after its
     training time that have later events. ValueError when there is none (a batch trained on
     the newest snapshot has no future to label: backfill an earlier-trained batch forward)."""
-    from downstream.tasks import batch_as_of
-    from representation.build import last_event_time
-    from representation.pipeline import published_times
 
     trained = batch_as_of(settings, batch_id)
     last = last_event_time(settings.paths)
@@ -78,8 +78,6 @@ def holdout_start(
     """The training time T0 that leaves about `holdout` of the events after it for labels:
     the (1 - holdout) quantile of event time, moved back onto the grid end - k * every."""
     import duckdb
-
-    from representation.build import last_event_time
 
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from downstream.training_set import ITEM_FEATURES, user_feature_refs
+from representation.inputs import InputLayout, to_matrix
 from userrep import columns as C
 from userrep.settings import Settings
 
@@ -98,7 +99,6 @@ def raw_matrix(
     settings: Settings, frame: pd.DataFrame, dims: dict[str, int] | None = None
 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """encoder_input_v2 exactly as the autoencoder sees it (representation.inputs.to_matrix)."""
-    from representation.inputs import InputLayout, to_matrix
 
     cols = user_columns(settings, "raw", frame)
     dims = vector_dims(frame, cols) if dims is None else dims

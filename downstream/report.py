@@ -16,10 +16,10 @@ import pandas as pd
 
 from downstream import charts
 from downstream import labels as L
-from downstream.baselines import COLD, WARM, MethodResult, metric_columns
 from downstream.compat_report import compat_section
 from downstream.costs import ModelCost
 from downstream.report_data import Projection, ReportData, collect, report_time
+from downstream.results import COLD, WARM, MethodResult, metric_columns
 from userrep.html import BASE_CSS
 
 # collect / ReportData live in report_data.py; callers use them from here beside render

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downstream.baselines import MethodResult
 from downstream.costs import ModelCost, OnlineCost
+from downstream.results import MethodResult
 from userrep.settings import Settings
 
 log = logging.getLogger(__name__)

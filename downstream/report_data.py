@@ -17,8 +17,8 @@ import pandas as pd
 
 from downstream import labels as L
 from downstream import report_cache
-from downstream.baselines import MethodResult
 from downstream.costs import ModelCost
+from downstream.results import MethodResult
 from userrep.settings import Settings
 
 PROJECTION_USERS = 2000  # points in the z_u scatter (a seeded sample beyond that)
@@ -96,7 +96,7 @@ def projection(
 def report_time(settings: Settings, batch_id: str) -> pd.Timestamp:
     """The newest time the batch is published at that still has later events to label."""
     from representation.build import last_event_time
-    from representation.pipeline import published_times
+    from representation.publish import published_times
 
     times = published_times(settings, batch_id)
     if not times:

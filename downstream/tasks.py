@@ -23,10 +23,13 @@ from downstream.metrics import (
     user_folds,
 )
 from downstream.models import LightGBMModel, XGBoostModel, make_model
+from downstream.registry import load_registered, register_model
 from downstream.training_set import build_training_set, require_valid_batch, trainable_batch
 from representation import batches
+from representation.serving import get_user_embeddings
 from userrep import columns as C
 from userrep.db import session_scope
+from userrep.feast_store import feature_store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -357,7 +360,6 @@ def train_task(
     carry bootstrap intervals; `learned` is False, and a warning logged, when the AUC interval
     reaches 0.5. Curated / raw models are evaluated but not registered.
     """
-    from downstream.registry import register_model
 
     pinned = trainable_batch(settings, batch_id) if feature_set == "z_u" else None
     if as_of is None:
@@ -422,8 +424,6 @@ def _online_matrix(
     item_ids: Sequence[int] | None,
     store: FeatureStore | None,
 ) -> tuple[np.ndarray, str]:
-    from representation.serving import get_user_embeddings
-    from userrep.feast_store import feature_store
 
     model_id = reg.record.model_id
     if reg.spec["feature_set"] != "z_u":
@@ -451,7 +451,6 @@ def online_features(
     store: FeatureStore | None = None,
 ) -> tuple[np.ndarray, str]:
     """(feature matrix, batch id) from the online store: z_u of the model's PINNED batch."""
-    from downstream.registry import load_registered
 
     return _online_matrix(settings, load_registered(settings, model_id), user_ids, item_ids, store)
 
@@ -466,7 +465,6 @@ def score_online(
     """Scores of a registered model from online features: P(listen) per (user, item) pair,
     or class probabilities per user for a multiclass task. Rows whose user has no z_u in the
     pinned batch (or whose item has no vectors) score NaN. A retired pinned batch raises."""
-    from downstream.registry import load_registered
 
     reg = load_registered(settings, model_id)
     x, batch = _online_matrix(settings, reg, user_ids, item_ids, store)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from representation import batches
 from userrep import columns as C
 from userrep.db import BatchStatus, TargetKind, latest_validation_run, session_scope
+from userrep.feast_store import feature_store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -216,7 +217,6 @@ def build_training_set(
     validation run (`frame.attrs["batch_validation"]`; never raises: train_task refuses a
     batch whose run failed).
     """
-    from userrep.feast_store import feature_store
 
     _check_labels(labels)
     refs = user_feature_refs(settings, feature_set)

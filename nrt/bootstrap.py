@@ -12,6 +12,7 @@ import pandas as pd
 
 from nrt.state import PLAY_DTYPE, UPSERT_PROFILE, UPSERT_WATERMARK, SqliteState
 from userrep import columns as C
+from userrep.ingest import read_events
 from userrep.settings import WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ def bootstrap(
     done = state.get_meta("bootstrapped")
     if done and not rebuild:
         return json.loads(done)
-    from userrep.ingest import read_events
 
     ev = read_events(paths, [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.TS, C.WEIGHT])
     ev = ev[ev[C.USER_ID] % partitions == partition]

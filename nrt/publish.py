@@ -17,6 +17,7 @@ import pyarrow as pa
 from nrt.state import SqliteState
 from userrep import columns as C
 from userrep.arrow import atomic_write_parquet, list_array
+from userrep.feast_store import repo_config_dict
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The user_embedding source schema (= pipeline.embedding_table's; a test checks they agree).
+# The user_embedding source schema (= representation.publish.embedding_table's; a test checks they agree).
 EMBEDDING_SCHEMA = pa.schema(
     [
         (C.USER_ID, pa.int64()),
@@ -40,8 +41,6 @@ def nrt_feature_store(settings: Settings) -> FeatureStore:
     """The workspace's FeatureStore; Redis with skip_dedup: ordering is guarded by the engine,
     and Redis' own check drops a write not newer than the stored one (a late event's fix)."""
     from feast import FeatureStore, RepoConfig
-
-    from userrep.feast_store import repo_config_dict
 
     cfg = repo_config_dict(settings)
     if cfg["online_store"]["type"] == "redis":

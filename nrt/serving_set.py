@@ -13,7 +13,7 @@ from representation import batches
 from representation.artifact import UserEncoder
 from representation.encoders import ItemVectors, current_version, load_item_vectors
 from representation.inputs import InputLayout
-from representation.pipeline import load_encoder
+from representation.publish import load_encoder
 from userrep.db import session_scope
 from userrep.settings import Settings
 

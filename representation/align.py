@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from representation import batches
 from representation.artifact import UserEncoder
+from representation.features import snapshot_name
 from representation.train import Anchors
 from userrep import columns as C
+from userrep.db import session_scope
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -144,8 +147,6 @@ def load_encoder_dir(directory: Path) -> UserEncoder:
 
 def default_parent(settings: Settings) -> str | None:
     """What `train` aligns to by default: the active batch, if any."""
-    from representation import batches
-    from userrep.db import session_scope
 
     with session_scope(settings.metadata_db_url) as session:
         active = batches.active_batch(session)
@@ -153,8 +154,6 @@ def default_parent(settings: Settings) -> str | None:
 
 
 def _parent(settings: Settings, parent_id: str) -> tuple[UserEncoder, pd.Timestamp]:
-    from representation import batches
-    from userrep.db import session_scope
 
     with session_scope(settings.metadata_db_url) as session:
         row = batches.get_batch(session, parent_id)
@@ -164,7 +163,6 @@ def _parent(settings: Settings, parent_id: str) -> tuple[UserEncoder, pd.Timesta
 
 def _fit_rows(settings: Settings, users: np.ndarray, parent_as_of: pd.Timestamp) -> np.ndarray:
     """Row indices of users in both snapshots (a seeded sample above MAX_FIT_USERS)."""
-    from representation.features import snapshot_name
 
     path = settings.paths.user_onboarding / snapshot_name(parent_as_of)
     known = (

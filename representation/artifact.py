@@ -5,7 +5,7 @@ sha256 for the metadata DB; UserEncoder loads them for batch embedding and the N
 
 Integrity: the sha256 is also written beside the files (SHA256), and every load checks the
 files against it (and against the metadata DB's record where the caller passes it:
-pipeline.load_encoder), so a changed, truncated or half-written artifact is refused with
+publish.load_encoder), so a changed, truncated or half-written artifact is refused with
 ArtifactIntegrityError instead of embedding with the wrong weights. save_artifact never
 writes into a directory that already holds an artifact (a batch id collision).
 """

@@ -19,6 +19,7 @@ from representation import encoders as enc
 from representation import features as feat
 from representation.scale import engine_for
 from userrep import columns as C
+from userrep.feast_store import store as feast_store
 from userrep.ingest.tables import ITEM_SCHEMA, read_table
 from userrep.settings import Settings, WorkspacePaths
 
@@ -122,7 +123,6 @@ def materialize_latest(
     views: Sequence[str] = (C.USER_HISTORY_VIEW, C.USER_ONBOARDING_VIEW, C.ITEM_VECTORS_VIEW),
 ) -> None:
     """Load each user's newest feature values at or before as_of into the online store."""
-    from userrep.feast_store import store as feast_store
 
     store = feast_store(settings)
     start = as_of - pd.Timedelta(days=3650)

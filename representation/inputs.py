@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from representation.features import DEMO_DIM, snapshot_name
 from representation.model import InputBlock
 from userrep import columns as C
+from userrep.feast_store import feature_store
 from userrep.settings import Settings, WorkspacePaths
 
 
@@ -307,7 +308,6 @@ def read_via_feast(settings: Settings, entity_df: pd.DataFrame) -> pa.Table:
     """Point-in-time join of encoder_input_v2 for (user_id, event_timestamp) rows through Feast,
     as Arrow: vector columns stay list arrays (a DataFrame holds one Python object per cell,
     several times the memory at a million users)."""
-    from userrep.feast_store import feature_store
 
     store = feature_store(settings)
     service = store.get_feature_service(C.ENCODER_INPUT_SERVICE)

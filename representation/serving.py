@@ -17,6 +17,7 @@ import numpy as np
 from representation import batches
 from userrep import columns as C
 from userrep.db import BatchStatus, session_scope
+from userrep.feast_store import store as workspace_store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ def get_user_embeddings(
     store: FeatureStore | None = None,
 ) -> tuple[str, np.ndarray]:
     """(batch id, (n, latent_dim) float32) from the online store; NaN rows for unknown users."""
-    from userrep.feast_store import store as workspace_store
 
     batch, dim = resolve_batch(settings, batch_id)
     store = store or workspace_store(settings)

@@ -17,15 +17,20 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from representation.features import events_source, snapshot_name
-from representation.inputs import InputLayout, Snapshot
+from representation.inputs import InputLayout, Snapshot, read_via_feast, to_matrix
+from representation.publish import require_snapshot
+from representation.scale.shards import read_user_range
 from representation.targets import (
+    item_targets,
     item_vocabulary,
     range_item_targets,
     tag_matrix,
     tag_vocabulary,
 )
+from representation.train import TrainConfig
 from userrep import columns as C
-from userrep.settings import WorkspacePaths
+from userrep.feast_store import store
+from userrep.settings import Settings, WorkspacePaths
 
 _READ_ROWS = 65_536  # rows per streamed batch when picking users out of a snapshot file
 DUCKDB_MEMORY = "1GB"  # per item-pair query (as shards.history_part): DuckDB spills past it
@@ -35,8 +40,8 @@ DUCKDB_MEMORY = "1GB"  # per item-pair query (as shards.history_part): DuckDB sp
 class TrainingSet:
     """Every user of the snapshot at as_of (its onboarding file), sorted by user id: row i of
     the training matrix is the i-th user. Holds no user data, so it travels to workers cheaply.
-    The inputs read here equal pipeline.training_matrix's Feast join bit for bit (as the batch
-    embedding's reads do); item targets equal pipeline.training_item_targets's rows."""
+    The inputs read here equal training_matrix's Feast join bit for bit (as the batch
+    embedding's reads do); item targets equal training_item_targets's rows."""
 
     paths: WorkspacePaths
     as_of: pd.Timestamp
@@ -55,7 +60,6 @@ class TrainingSet:
     def read_range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, x) of the users with lo <= user_id < hi: (k,) sorted ids, (k, dim) float32;
         only that range's rows of the snapshot are read (shards.read_user_range)."""
-        from representation.scale.shards import read_user_range
 
         onb = read_user_range(self.onboarding_file, lo, hi)
         hist = self._history(lambda path: read_user_range(path, lo, hi), onb)
@@ -154,3 +158,37 @@ def _read_users(path: Path, ids: np.ndarray) -> pa.Table:
         if keep.any():
             pieces.append(batch.filter(pa.array(keep)))
     return pa.Table.from_batches(pieces, schema=pf.schema_arrow)
+
+
+def training_matrix(
+    settings: Settings, as_of: pd.Timestamp, layout: InputLayout, chunk: int = 200_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """encoder_input_v2 for every user known at as_of (sorted by id), through Feast's
+    point-in-time join, `chunk` users per join."""
+
+    require_snapshot(settings, as_of)
+    store(settings)  # applied once: the views and encoder_input_v2 exist for this workspace
+    users = pd.read_parquet(
+        settings.paths.user_onboarding / snapshot_name(as_of), columns=[C.USER_ID]
+    )
+    user_ids = np.sort(users[C.USER_ID].to_numpy(np.int64))
+    x = np.empty((len(user_ids), layout.dim), np.float32)
+    for lo in range(0, len(user_ids), chunk):  # the join's own temporaries stay one chunk big
+        part = pd.DataFrame({C.USER_ID: user_ids[lo : lo + chunk], C.EVENT_TIMESTAMP: as_of})
+        table = read_via_feast(settings, part).sort_by(C.USER_ID)
+        if not np.array_equal(table[C.USER_ID].to_numpy(), part[C.USER_ID].to_numpy()):
+            raise RuntimeError(f"the Feast join at {as_of} did not return one row per user")
+        x[lo : lo + len(part)] = to_matrix(table, layout)
+    return user_ids, x
+
+
+def training_item_targets(
+    settings: Settings, as_of: pd.Timestamp, users: np.ndarray, train_cfg: TrainConfig
+) -> sp.csr_matrix | None:
+    """The item decoder's targets for the training users (events <= as_of), or None when
+    the item term is off (train_cfg.item_weight == 0)."""
+    if train_cfg.item_weight <= 0 or not any(settings.paths.events.glob("*.parquet")):
+        return None
+    con = duckdb.connect()
+    source = events_source(settings.paths)
+    return item_targets(con, source, as_of, users, train_cfg.item_vocab).matrix

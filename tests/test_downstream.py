@@ -221,7 +221,8 @@ def test_unknown_family_is_refused() -> None:
 
 
 def test_z_u_beats_popularity_and_the_curated_features(ws: Workspace) -> None:
-    from downstream.baselines import COLD, WARM, compare_baselines
+    from downstream.baselines import compare_baselines
+    from downstream.results import COLD, WARM
 
     table, results = compare_baselines(ws.settings, ws.as_of, ws.batch_id, cold_start=True)
     print(table)
@@ -437,8 +438,9 @@ def test_compare_rolls_over_every_label_time_of_the_batch(ws: Workspace) -> None
     """Runs last: with the batch embedded forward from its training time (T, T + 3d: a
     backfill), compare takes labels at both times, each row joined to z_u as of its own time,
     with a window that tiles the times (3 days)."""
-    from downstream.baselines import WARM, compare_baselines
+    from downstream.baselines import compare_baselines
     from downstream.label_times import label_times
+    from downstream.results import WARM
     from downstream.tasks import task_labels
 
     later = ws.as_of + 3 * DAY

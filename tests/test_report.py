@@ -21,9 +21,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from downstream import charts, report, report_cache
-from downstream.baselines import COLD, MethodResult
 from downstream.costs import ModelCost, OnlineCost
 from downstream.report_data import Projection, pca_2d
+from downstream.results import COLD, MethodResult
 from userrep.settings import Settings
 
 T = pd.Timestamp("2024-12-17", tz="UTC")

@@ -13,6 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from representation.batches import get_batch
+from representation.encoders import current_version
+from representation.features import DEMO_DIM, snapshot_name
 from userrep import columns as C
 from userrep.db import session_scope
 from userrep.settings import Settings
@@ -31,7 +34,6 @@ def read_arrow_lists(path: Path) -> pd.DataFrame:
 
 def features_frame(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
     """encoder_input_v2 of one snapshot: onboarding and history rows joined on user_id."""
-    from representation.features import snapshot_name
 
     name = snapshot_name(as_of)
     onb = read_arrow_lists(settings.paths.user_onboarding / name).drop(columns=[C.CREATED])
@@ -46,8 +48,6 @@ def features_frame(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def vector_widths(settings: Settings) -> dict[str, int]:
-    from representation.encoders import current_version
-    from representation.features import DEMO_DIM
 
     collab, content = encoder_dims(settings, current_version(settings.paths))
     widths = {}
@@ -86,7 +86,6 @@ def load_zu(path: Path, dim: int, frame: bool = True) -> tuple[pd.DataFrame, np.
 
 
 def batch_record(settings: Settings, batch_id: str):  # -> RepresentationBatch (detached)
-    from representation.batches import get_batch
 
     with session_scope(settings.metadata_db_url) as session:
         return get_batch(session, batch_id)

@@ -9,6 +9,9 @@ import logging
 
 import pandas as pd
 
+from representation.batches import active_batch, list_batches
+from representation.encoders import current_version
+from representation.inputs import snapshot_times
 from userrep import columns as C
 from userrep.db import TargetKind, session_scope
 from userrep.settings import Settings
@@ -84,7 +87,6 @@ def validate_item_vectors(
     save: bool = True,
 ) -> ValidationOutcome:
     """One encoder version's Feast item_vectors file (default: the CURRENT version)."""
-    from representation.encoders import current_version
 
     version = version or current_version(settings.paths)
     cfg, now = config or ValidationConfig(), now or default_now(settings)
@@ -105,7 +107,6 @@ def validate_features(
 ) -> ValidationOutcome:
     """A feature snapshot (default: the newest) and its drift vs `reference` (default: the
     snapshot before it; NO_REFERENCE for none)."""
-    from representation.inputs import snapshot_times
 
     times = snapshot_times(settings.paths)
     if not times:
@@ -141,7 +142,6 @@ def resolve_reference(
     None = automatic: the same batch's previous snapshot (same space), else the parent batch,
     else the active batch (different spaces: space-invariant checks only), else nothing.
     """
-    from representation.batches import active_batch
 
     if reference == NO_REFERENCE:
         return None
@@ -207,7 +207,6 @@ def validate_batch(
 
 def newest_batch(settings: Settings) -> str | None:
     """The most recently created batch that has published z_u."""
-    from representation.batches import list_batches
 
     with session_scope(settings.metadata_db_url) as session:
         ids = [b.batch_id for b in list_batches(session)]
@@ -218,7 +217,6 @@ def validate_all(
     settings: Settings, now: pd.Timestamp | None = None, config: ValidationConfig | None = None
 ) -> list[ValidationOutcome]:
     """CI path: the newest events part, item vectors, feature snapshot and batch that exist."""
-    from representation.inputs import snapshot_times
 
     now = now or default_now(settings)
     outcomes = []

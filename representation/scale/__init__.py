@@ -21,7 +21,7 @@ from userrep.settings import Settings
 if TYPE_CHECKING:
     from representation.encoders import ItemVectors
     from representation.model import AutoencoderConfig
-    from representation.pipeline import EmbedReport
+    from representation.publish import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
     from representation.trainset import TrainingSet
 

@@ -10,15 +10,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from representation import features as feat
+from representation.publish import EmbedReport, embed_batch
+from representation.scale.shards import online_rows
+from representation.train import Anchors, TrainConfig, TrainResult, train_autoencoder
+from representation.trainset import TrainingSet, training_item_targets, training_matrix
 from userrep import columns as C
+from userrep.feast_store import store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
     from representation.encoders import ItemVectors
     from representation.model import AutoencoderConfig
-    from representation.pipeline import EmbedReport
-    from representation.train import Anchors, TrainConfig, TrainResult
-    from representation.trainset import TrainingSet
 
 
 class LocalEngine:
@@ -39,14 +41,9 @@ class LocalEngine:
         online: bool = True,
         on_chunk: Callable[[int], None] | None = None,
     ) -> EmbedReport:
-        from representation.pipeline import embed_batch
-
         return embed_batch(self.settings, batch_id, as_of, online=online, on_chunk=on_chunk)
 
     def load_online(self, path: Path) -> int:
-        from representation.scale.shards import online_rows
-        from userrep.feast_store import store
-
         store(self.settings)
         groups = range(pq.ParquetFile(path).metadata.num_row_groups)
         return online_rows(self.settings, path, groups, 0).n_users
@@ -60,9 +57,6 @@ class LocalEngine:
         anchors: Anchors | None = None,
     ) -> TrainResult:
         """The whole matrix in this process, through Feast's point-in-time join, as always."""
-        from representation.pipeline import training_item_targets, training_matrix
-        from representation.train import train_autoencoder
-
         users, x = training_matrix(self.settings, data.as_of, data.layout)
         items = training_item_targets(self.settings, data.as_of, users, train_config)
         tags = data.training_tags(users, train_config)

@@ -19,16 +19,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import ray
 
+from representation import batches, publish
 from representation import features as feat
-from representation.scale import shards
+from representation.scale import ray_train, shards
 from representation.scale.shards import PartResult
 from userrep import columns as C
+from userrep.db import BatchStatus, session_scope
+from userrep.feast_store import store
 from userrep.settings import Settings
 
 if TYPE_CHECKING:
     from representation.encoders import ItemVectors
     from representation.model import AutoencoderConfig
-    from representation.pipeline import EmbedReport
+    from representation.publish import EmbedReport
     from representation.train import Anchors, TrainConfig, TrainResult
     from representation.trainset import TrainingSet
 
@@ -118,7 +121,6 @@ class RayEngine:
         on_chunk: Callable[[int], None] | None = None,
     ) -> EmbedReport:
         """embed_batch with one task per contiguous user-id range of the snapshot."""
-        from representation import pipeline
 
         settings = self.settings
         onboarding = settings.paths.user_onboarding / feat.snapshot_name(as_of)
@@ -126,7 +128,7 @@ class RayEngine:
             raise FileNotFoundError(
                 f"no feature snapshot as of {as_of}: run `userrep features build`"
             )
-        _, layout = pipeline.load_encoder(settings, batch_id)  # fails early on a bad batch
+        _, layout = publish.load_encoder(settings, batch_id)  # fails early on a bad batch
         artifact = _artifact_dir(settings, batch_id)  # each worker loads the encoder from it
         t0 = time.perf_counter()
         target = settings.paths.user_embedding / f"{batch_id}__{as_of:%Y%m%dT%H%M%S}.parquet"
@@ -139,7 +141,7 @@ class RayEngine:
             ]
             done = (lambda r: on_chunk(r.n_users)) if on_chunk else None
             parts = [r.path for r in self._run(shards.embed_range, args, done) if r.path]
-            empty = pipeline.embedding_table(
+            empty = publish.embedding_table(
                 np.zeros(0, np.int64), np.zeros((0, 1)), batch_id, as_of
             )
             t1 = time.perf_counter()
@@ -147,7 +149,7 @@ class RayEngine:
             self.last_publish_s = time.perf_counter() - t1
         finally:
             shutil.rmtree(parts_dir, ignore_errors=True)
-        newer = [t for t in pipeline.published_times(settings, batch_id) if t > as_of]
+        newer = [t for t in publish.published_times(settings, batch_id) if t > as_of]
         if online and newer:  # last-write-wins online stores: never put older vectors over newer
             log.warning(
                 "batch %s already published as of %s: %s offline only", batch_id, max(newer), as_of
@@ -155,12 +157,11 @@ class RayEngine:
         elif online:
             self.load_online(target)
         _mark_ready(settings, batch_id, n)
-        return pipeline.EmbedReport(batch_id, as_of, n, time.perf_counter() - t0, target)
+        return publish.EmbedReport(batch_id, as_of, n, time.perf_counter() - t0, target)
 
     def load_online(self, path: Path) -> int:
         """Row groups of a published z_u file written by parallel tasks (one at a time into
         SQLite, which takes a single writer)."""
-        from userrep.feast_store import store
 
         store(self.settings)  # applied once: the workers' stores find user_embedding
         n_groups = pq.ParquetFile(path).metadata.num_row_groups
@@ -180,7 +181,6 @@ class RayEngine:
         """Data-parallel on Ray Train (TorchTrainer, DDP over gloo; ray_train.train_workers
         workers), each worker reading its own user-id range of the snapshot: the driver holds
         only the user ids, the split and the item vocabulary."""
-        from representation.scale import ray_train
 
         return ray_train.train_snapshot(
             self.settings, data, config, train_config, on_epoch, anchors
@@ -196,16 +196,12 @@ def _parts_dir(target: Path) -> Path:
 
 
 def _artifact_dir(settings: Settings, batch_id: str) -> Path:
-    from representation import batches
-    from userrep.db import session_scope
 
     with session_scope(settings.metadata_db_url) as session:
         return Path(batches.get_batch(session, batch_id).artifact_path)
 
 
 def _mark_ready(settings: Settings, batch_id: str, n_users: int) -> None:
-    from representation import batches
-    from userrep.db import BatchStatus, session_scope
 
     with session_scope(settings.metadata_db_url) as session:
         if batches.get_batch(session, batch_id).status == BatchStatus.BUILDING:

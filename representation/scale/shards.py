@@ -22,8 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from representation import features as feat
+from representation.align import load_encoder_dir
 from representation.encoders import ItemVectors
+from representation.inputs import Snapshot
+from representation.publish import embedding_table
 from userrep import columns as C
+from userrep.feast_store import feature_store
 from userrep.settings import Settings, WorkspacePaths
 
 if TYPE_CHECKING:
@@ -151,8 +155,6 @@ def embed_range(
 ) -> PartResult:
     """z_u of the snapshot's users with lo <= user_id < hi: only their rows are read. `encoder`
     may be the batch's artifact directory (loaded once per process, as a cluster worker does)."""
-    from representation.inputs import Snapshot
-    from representation.pipeline import embedding_table
 
     encoder = _load_encoder(encoder) if isinstance(encoder, Path) else encoder
     t0 = time.perf_counter()
@@ -179,16 +181,16 @@ def embed_range(
 
 @functools.lru_cache(maxsize=2)
 def _load_encoder(directory: Path) -> UserEncoder:
-    from representation.align import load_encoder_dir
 
-    return load_encoder_dir(directory)  # with the batch's alignment map, as pipeline loads it
+    return load_encoder_dir(
+        directory
+    )  # with the batch's alignment map, as publish.load_encoder loads it
 
 
 def online_rows(
     settings: Settings, path: Path, row_groups: Sequence[int], shard: int
 ) -> PartResult:
     """Write these row groups of a published z_u file to the online store."""
-    from userrep.feast_store import feature_store
 
     store = feature_store(settings)  # first call in a process imports feast: not timed
     t0 = time.perf_counter()
