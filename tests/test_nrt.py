@@ -243,7 +243,7 @@ def test_nrt_features_and_z_u_equal_a_batch_recomputation(
 def test_signup_gets_z_u_immediately_and_first_plays_refine_it(
     world: World, tmp_path: Path
 ) -> None:
-    from representation.online import UserSignals, embed_signals
+    from nrt.signals import UserSignals, embed_signals
 
     engine = make_engine(world, tmp_path)
     encoder, layout = pipeline.load_encoder(world.settings, world.batch_id)
@@ -629,8 +629,7 @@ def test_http_answers_bad_input_with_a_4xx_and_applies_the_rest(
     engine.close()
 
 
-def test_small_dense_weighted_means_equal_the_batch_helper() -> None:
-    from nrt import aggregates
+def test_small_dense_weighted_means_equal_the_sparse_path() -> None:
     from representation import features as feat
 
     rng = np.random.default_rng(5)
@@ -639,7 +638,8 @@ def test_small_dense_weighted_means_equal_the_batch_helper() -> None:
     w = np.where(rng.random(300) < 0.3, 0.0, rng.exponential(1.0, 300))
     w[rows == 3] = 0.0  # a user without weight: NaN row
     vectors = rng.normal(size=(50, 16)).astype(np.float32)
-    ours = aggregates.weighted_means(rows, cols, w, vectors, 8)
-    batch, valid = feat._weighted_means(rows, cols, w, vectors, 8)
-    np.testing.assert_array_equal(np.isnan(ours[:, 0]), ~valid)
-    np.testing.assert_allclose(ours, batch, rtol=1e-5, atol=1e-6)
+    dense, _ = feat.weighted_means(rows, cols, w, vectors, 8)  # 300 pairs: the dense path
+    indptr = np.searchsorted(rows, np.arange(9))
+    sparse, valid = feat._grouped_weighted_means(indptr, cols, w, vectors)
+    np.testing.assert_array_equal(np.isnan(dense[:, 0]), ~valid)
+    np.testing.assert_allclose(dense, sparse, rtol=1e-5, atol=1e-6)

@@ -108,7 +108,7 @@ def validate_features_cmd(
     now: NowOption = None,
     all_checks: ShowAll = False,
 ) -> None:
-    """An encoder_input_v1 snapshot: quality, and per-feature drift vs an earlier snapshot."""
+    """An encoder_input_v2 snapshot: quality, and per-feature drift vs an earlier snapshot."""
     from validation.pipeline import NO_REFERENCE, validate_features
 
     ref = reference if reference in (None, NO_REFERENCE) else parse_time(reference)

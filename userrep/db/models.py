@@ -105,7 +105,7 @@ class RepresentationBatch(Base):
     as_of: Mapped[datetime]  # snapshot time of the features the batch embeds
     train_start: Mapped[datetime | None]
     train_end: Mapped[datetime | None]
-    feature_service: Mapped[str] = mapped_column(String(128))  # e.g. "encoder_input_v1"
+    feature_service: Mapped[str] = mapped_column(String(128))  # e.g. "encoder_input_v2"
     latent_dim: Mapped[int] = mapped_column(Integer)
     n_users: Mapped[int | None] = mapped_column(Integer)  # set when the batch is published
     artifact_path: Mapped[str] = mapped_column(String(1024))
