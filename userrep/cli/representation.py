@@ -9,9 +9,18 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from userrep.cli.app import app, console, fail, parse_time, state
+from userrep.cli.app import (
+    app,
+    console,
+    db_url,
+    emit_json,
+    emit_table,
+    fail,
+    parse_time,
+    require_workspace,
+    state,
+)
 from userrep.cli.data import locked
 
 batches_app = typer.Typer(help="z_u batches: list, show, promote, retire.", no_args_is_help=True)
@@ -71,6 +80,7 @@ def train_cmd(
     from representation.pipeline import train_batch
     from representation.train import TrainConfig
 
+    require_workspace()
     align_method = align_method or DEFAULT_METHOD
     if align_method not in METHODS:
         fail(f"--align-method: choose from {', '.join(METHODS)}")
@@ -149,7 +159,7 @@ def embed_cmd(
     with locked("embed"):
         batch_id = batch or _newest_batch()
         try:
-            with session_scope(state.settings.metadata_db_url) as session:
+            with session_scope(db_url()) as session:
                 batches.require_embeddable(session, batch_id)
             with batches.ready_deferred(batch_id):
                 todo = times or [_latest_snapshot()]
@@ -159,7 +169,7 @@ def embed_cmd(
                     newest = not times or t == times[-1]
                     n = _embed_one(batch_id, t, online and newest, build=bool(times))
             fault_point("embed:published")
-            with session_scope(state.settings.metadata_db_url) as session:
+            with session_scope(db_url()) as session:
                 if batches.mark_ready_if_building(session, batch_id, n):
                     console.print(f"batch {batch_id}: ready ({n:,} users)")
         except (batches.BatchError, ArtifactIntegrityError, FileNotFoundError) as err:
@@ -195,50 +205,70 @@ def _newest_batch() -> str:
     from representation import batches
     from userrep.db import session_scope
 
-    with session_scope(state.settings.metadata_db_url) as session:
+    with session_scope(db_url()) as session:
         rows = batches.list_batches(session)
     if not rows:
         fail("no batches: run `userrep train` first")
     return rows[-1].batch_id
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+
+
 @batches_app.command("list")
-def batches_list_cmd() -> None:
+def batches_list_cmd(as_json: JsonOpt = False) -> None:
     """All batches with status, as-of time, users and pinned models."""
     from representation import batches
     from userrep.db import session_scope
 
-    table = Table("batch", "status", "as_of", "latent", "users", "pinned models", "parent")
-    with session_scope(state.settings.metadata_db_url) as session:
+    records = []
+    with session_scope(db_url()) as session:
         for b in batches.list_batches(session):
-            pinned = ", ".join(m.name for m in batches.pinned_models(session, b.batch_id))
-            table.add_row(
-                b.batch_id,
-                b.status,
-                f"{b.as_of:%Y-%m-%d %H:%M}",
-                str(b.latent_dim),
-                f"{b.n_users or 0:,}",
-                pinned or "-",
-                b.parent_batch_id or "-",
+            records.append(
+                {
+                    "batch_id": b.batch_id,
+                    "status": b.status,
+                    "as_of": b.as_of,
+                    "latent_dim": b.latent_dim,
+                    "n_users": b.n_users,
+                    "pinned_models": [m.name for m in batches.pinned_models(session, b.batch_id)],
+                    "parent_batch_id": b.parent_batch_id,
+                }
             )
-    console.print(table)
+    if as_json:
+        emit_json(records)
+        return
+    emit_table(
+        ("batch", "status", "as_of", "latent", "users", "pinned models", "parent"),
+        (
+            (
+                r["batch_id"],
+                r["status"],
+                f"{r['as_of']:%Y-%m-%d %H:%M}",
+                r["latent_dim"],
+                f"{r['n_users'] or 0:,}",
+                ", ".join(r["pinned_models"]) or "-",
+                r["parent_batch_id"] or "-",
+            )
+            for r in records
+        ),
+    )
 
 
 @batches_app.command("show")
-def batches_show_cmd(batch_id: Annotated[str, typer.Argument(help="Batch id.")]) -> None:
-    """Everything recorded about one batch (JSON)."""
+def batches_show_cmd(
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")], as_json: JsonOpt = False
+) -> None:
+    """Everything recorded about one batch (JSON, with or without --json)."""
     from representation import batches
     from userrep.db import session_scope
 
-    with session_scope(state.settings.metadata_db_url) as session:
-        try:
-            b = batches.get_batch(session, batch_id)
-        except batches.BatchError as err:
-            fail(str(err))
+    with session_scope(db_url()) as session:
+        b = batches.get_batch(session, batch_id)  # BatchError: `error:` line, exit 2
         cols = [c.name for c in b.__table__.columns]
         record = {c: getattr(b, c) for c in cols}
         record["pinned_models"] = [m.model_id for m in batches.pinned_models(session, batch_id)]
-    print(json.dumps(record, indent=2, default=str))
+    emit_json(record)
 
 
 @batches_app.command("promote")
@@ -263,7 +293,7 @@ def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
     from userrep.db import session_scope
 
     try:
-        with locked(f"batches {action}"), session_scope(state.settings.metadata_db_url) as session:
+        with locked(f"batches {action}"), session_scope(db_url()) as session:
             b = getattr(batches, action)(session, batch_id, **kwargs)
             status = b.status
     except batches.BatchError as err:
@@ -285,7 +315,7 @@ def export_cmd(
 
     try:  # looked up in the metadata DB: never a glob or a path
         batches.check_batch_id(batch)
-        with session_scope(state.settings.metadata_db_url) as session:
+        with session_scope(db_url()) as session:
             status = batches.get_batch(session, batch).status
         if status == BatchStatus.RETIRED and not include_retired:
             fail(f"batch {batch!r} is retired: pass --include-retired to export it anyway")
@@ -322,7 +352,7 @@ def embed_user_cmd(
     from representation.pipeline import load_encoder
     from representation.serving import resolve_batch
 
-    batch_id, _ = resolve_batch(state.settings, batch)
+    batch_id, _ = resolve_batch(require_workspace(), batch)
     encoder, layout = load_encoder(state.settings, batch_id)
     vecs = load_item_vectors(state.settings.paths, encoder.extra.get("encoder_version"))
     now = parse_time(as_of) or pd.Timestamp.now(tz="UTC")
