@@ -360,7 +360,7 @@ def test_cli_compare_refuses_an_unknown_ablation(ws: Workspace) -> None:
 
     args = ["-w", str(ws.settings.workspace), "downstream", "compare", "--ablate", "7d,audio"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and "unknown ablation" in result.output
+    assert result.exit_code == 2 and "unknown ablation" in result.output
 
 
 def test_report_measures_costs_and_writes_one_page(ws: Workspace) -> None:

@@ -102,7 +102,8 @@ def ingest_cmd(
         fail(
             "nothing was ingested (the quarantine is written): "
             + "; ".join(problems)
-            + ". Fix the mapping or the data, or raise --max-quarantined"
+            + ". Fix the mapping or the data, or raise --max-quarantined",
+            code=1,  # the data was refused, not the command line: exit 1, as --help says
         )
 
 

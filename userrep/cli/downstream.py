@@ -11,9 +11,17 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.table import Table
 
-from userrep.cli.app import app, console, fail, parse_time, state
+from userrep.cli.app import (
+    app,
+    console,
+    emit_json,
+    emit_table,
+    fail,
+    parse_time,
+    require_workspace,
+    state,
+)
 
 downstream_app = typer.Typer(
     help="Downstream models on z_u: training sets, GBDTs pinned to a batch, baselines.",
@@ -28,6 +36,7 @@ WindowOpt = Annotated[int, typer.Option(help="Label window (T, T + days].")]
 SeenOpt = Annotated[
     bool, typer.Option(help="Future listening: leave out items the user had before T.")
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 SplitSeedOpt = Annotated[
     int | None,
     typer.Option(
@@ -149,15 +158,20 @@ def score_cmd(
     items: Annotated[
         str | None, typer.Option(help="Comma-separated item ids (item tasks).")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Score users (x items) online with z_u of the model's pinned batch."""
+    """Score users (x items) online with z_u of the model's pinned batch (JSON, with or
+    without --json)."""
     from downstream.tasks import score_online
     from representation.batches import BatchError
 
-    user_ids = [int(u) for u in users.split(",") if u.strip()]
-    item_ids = [int(i) for i in items.split(",") if i.strip()] if items else None
     try:
-        scores = score_online(state.settings, model, user_ids, item_ids)
+        user_ids = [int(u) for u in users.split(",") if u.strip()]
+        item_ids = [int(i) for i in items.split(",") if i.strip()] if items else None
+    except ValueError:
+        fail(f"--users / --items: comma-separated integer ids, got {users!r} / {items!r}")
+    try:
+        scores = score_online(require_workspace(), model, user_ids, item_ids)
     except (BatchError, KeyError, ValueError) as err:
         fail(str(err))
     out = {"model_id": model, "users": user_ids, "items": item_ids}
@@ -268,21 +282,38 @@ def similar_cmd(
 
 
 @downstream_app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: JsonOpt = False) -> None:
     """Registered downstream models and the batch each is pinned to."""
     from downstream.registry import list_models
 
-    table = Table("task", "family", "batch", "status", "AUC / acc", "created")
-    table.add_column("model", overflow="fold")
-    for m in list_models(state.settings):
-        score = m.metrics.get("auc", m.metrics.get("accuracy"))
-        table.add_row(
-            m.task,
-            m.family,
-            m.pinned_batch_id,
-            m.status,
-            "-" if score is None else f"{score:.3f}",
-            f"{m.created_at:%Y-%m-%d %H:%M}",
-            m.model_id,
+    records = []
+    for m in list_models(require_workspace()):
+        records.append(
+            {
+                "model_id": m.model_id,
+                "task": m.task,
+                "family": m.family,
+                "pinned_batch_id": m.pinned_batch_id,
+                "status": m.status,
+                "metrics": m.metrics,
+                "created_at": m.created_at,
+            }
         )
-    console.print(table)
+    if as_json:
+        emit_json(records)
+        return
+    rows = []
+    for r in records:
+        score = r["metrics"].get("auc", r["metrics"].get("accuracy"))
+        rows.append(
+            (
+                r["task"],
+                r["family"],
+                r["pinned_batch_id"],
+                r["status"],
+                "-" if score is None else f"{score:.3f}",
+                f"{r['created_at']:%Y-%m-%d %H:%M}",
+                r["model_id"],
+            )
+        )
+    emit_table(("task", "family", "batch", "status", "AUC / acc", "created", "model"), rows)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from userrep.cli.app import app, console, fail, state
+from userrep.cli.app import app, console, emit_json, fail, require_workspace, state
 
 nrt_app = typer.Typer(
     help="Near-real-time z_u: event service, stream consumer, sender.", no_args_is_help=True
@@ -187,12 +187,19 @@ def send_cmd(
 
 
 @nrt_app.command("status")
-def status_cmd(state_path: StatePath = None) -> None:
-    """What the NRT state holds and where dead letters are."""
+def status_cmd(
+    state_path: StatePath = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout (the only form).")
+    ] = False,
+) -> None:
+    """What the NRT state holds and where dead letters are (JSON)."""
     from nrt.metrics import read_dead_letters
     from nrt.state import SqliteState
 
     cfg = _config(state_path=state_path)
+    if state_path is None:
+        require_workspace()  # the default state DB lives in the workspace: never created here
     db = SqliteState(cfg.state_file(state.settings))
     record = {
         "state": str(db.path),
@@ -201,4 +208,4 @@ def status_cmd(state_path: StatePath = None) -> None:
         "dead_letter_file": str(cfg.dead_letter_file(state.settings)),
         "dead_letters": len(read_dead_letters(cfg.dead_letter_file(state.settings))),
     }
-    print(json.dumps(record, indent=2))
+    emit_json(record)
