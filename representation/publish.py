@@ -9,6 +9,7 @@ mid-publish leaves nothing visible. The engines in scale/ run these per shard.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -168,8 +169,14 @@ def embedding_table(
     )
 
 
-def export_embeddings(settings: Settings, batch_id: str, out: Path) -> int:
-    """(user_id, z_u, batch, as_of) of every published snapshot of a batch, to one parquet."""
+def export_embeddings(
+    settings: Settings,
+    batch_id: str,
+    out: Path,
+    as_of: pd.Timestamp | str | None = None,
+) -> int:
+    """(user_id, z_u, batch, as_of) of a batch to parquet, or CSV when `out` ends in .csv
+    (z_u as a JSON list). Every as-of by default; one with `as_of` (a time, or "newest")."""
     files = sorted(settings.paths.user_embedding.glob(f"{batch_id}__*.parquet"))
     if not files:
         raise FileNotFoundError(f"batch {batch_id} has no published embeddings")
@@ -177,5 +184,18 @@ def export_embeddings(settings: Settings, batch_id: str, out: Path) -> int:
     table = table.select([C.USER_ID, C.Z_U, C.BATCH_ID, C.EVENT_TIMESTAMP]).rename_columns(
         [C.USER_ID, C.Z_U, "batch", C.AS_OF]
     )
-    pq.write_table(table, out)
+    if as_of is not None:
+        times = pd.to_datetime(table.column(C.AS_OF).to_pandas(), utc=True)
+        want = times.max() if as_of == "newest" else pd.Timestamp(as_of)
+        keep = (times == want).to_numpy()
+        if not keep.any():
+            have = ", ".join(str(t) for t in sorted(times.unique()))
+            raise FileNotFoundError(f"batch {batch_id} has no z_u as of {want} (it has: {have})")
+        table = table.filter(pa.array(keep))
+    if out.suffix.lower() == ".csv":
+        frame = table.to_pandas()
+        frame[C.Z_U] = [json.dumps([round(float(v), 6) for v in z]) for z in frame[C.Z_U]]
+        frame.to_csv(out, index=False)
+    else:
+        pq.write_table(table, out)
     return table.num_rows

@@ -101,3 +101,34 @@ def test_help_shows_no_bool_and_documents_the_workspace_option() -> None:
         assert "--workspace" in result.output
     ingest_help = _invoke("ingest", "--help").output
     assert "user_id=uid,item_id=track,ts=played_at,weight=ms" in ingest_help
+
+
+def test_export_embeddings_takes_the_newest_as_of_unless_told(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from representation.publish import export_embeddings
+    from userrep import columns as C
+    from userrep.settings import Settings
+
+    settings = Settings(workspace=tmp_path / "ws")
+    settings.paths.user_embedding.mkdir(parents=True)
+    times = [pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")]
+    for i, t in enumerate(times):
+        pd.DataFrame(
+            {
+                C.USER_ID: [1, 2],
+                C.Z_U: [[0.5 + i, 1.0], [2.0, 3.0]],
+                C.BATCH_ID: "b-1",
+                C.EVENT_TIMESTAMP: t,
+            }
+        ).to_parquet(settings.paths.user_embedding / f"b-1__{t:%Y%m%dT%H%M%S}.parquet")
+    out = tmp_path / "z.parquet"
+    assert export_embeddings(settings, "b-1", out, as_of="newest") == 2
+    assert set(pd.read_parquet(out)[C.AS_OF]) == {times[1]}
+    assert export_embeddings(settings, "b-1", out, as_of=times[0]) == 2
+    assert export_embeddings(settings, "b-1", out) == 4  # the whole history
+    csv = tmp_path / "z.csv"
+    assert export_embeddings(settings, "b-1", csv, as_of="newest") == 2
+    assert json.loads(pd.read_csv(csv)[C.Z_U][0]) == [1.5, 1.0]
+    with pytest.raises(FileNotFoundError, match="no z_u as of"):
+        export_embeddings(settings, "b-1", out, as_of=pd.Timestamp("2023-01-01", tz="UTC"))

@@ -368,7 +368,7 @@ def test_killed_backfill_stays_building_then_the_rerun_makes_it_ready(world: Wor
             with pytest.raises(batches.BatchError, match="building: not served"):
                 resolve_batch(world.settings, world.batch_id)
             code, out = cli_here(ws, "export-embeddings", "--batch", world.batch_id, "--out", "x")
-            assert code == 1 and "is building" in out, out
+            assert code == 2 and "is building" in out, out
     first = z_file(world, t1)
     code, out = cli_here(ws, *args)
     assert code == 0, out
@@ -404,14 +404,14 @@ def test_batch_ids_are_looked_up_and_artifacts_verified(world: World, tmp_path: 
     ws = world.settings.workspace
     for bad in ("*", "../../x"):
         code, out = cli_here(ws, "export-embeddings", "--batch", bad, "--out", str(tmp_path / "z"))
-        assert code == 1 and "error:" in out and "not a batch id" in out, out
+        assert code == 2 and "error:" in out and "not a batch id" in out, out
         assert not (tmp_path / "z").exists()
     model = next(world.settings.paths.batches.glob(f"{world.batch_id}/encoder/model.pt"))
     weights = model.read_bytes()
     model.write_bytes(weights[:-64] + bytes(64))  # bit rot in the last bytes
     try:
         code, out = cli_here(ws, "embed", "--batch", world.batch_id, "--as-of", str(world.times[1]))
-        assert code == 1 and "does not match its recorded sha256" in out, out
+        assert code == 2 and "does not match its recorded sha256" in out, out
     finally:
         model.write_bytes(weights)
 

@@ -303,19 +303,33 @@ def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
 
 @app.command("export-embeddings")
 def export_cmd(
-    batch: Annotated[str, typer.Option(help="Batch id (as `userrep batches list` shows it).")],
-    out: Annotated[Path, typer.Option(help="Output parquet file.")],
+    out: Annotated[Path, typer.Option(help="Output file: parquet, or CSV when it ends in .csv.")],
+    batch: Annotated[str | None, typer.Option(help="Batch id (default: the active batch).")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="The as-of to export (default: the batch's newest).")
+    ] = None,
+    all_as_of: Annotated[
+        bool, typer.Option("--all-as-of", help="Export every as-of of the batch (its history).")
+    ] = False,
     include_retired: Annotated[
         bool, typer.Option("--include-retired", help="Also export a retired batch.")
     ] = False,
 ) -> None:
-    """Write (user_id, z_u, batch, as_of) of a batch to a parquet file."""
+    """Write (user_id, z_u, batch, as_of) of a batch to parquet or CSV (by --out's suffix)."""
     from representation import batches
     from userrep.db import BatchStatus, session_scope
 
+    if as_of is not None and all_as_of:
+        fail("--as-of and --all-as-of: give one of them")
+    t = parse_time(as_of)
     try:  # looked up in the metadata DB: never a glob or a path
-        batches.check_batch_id(batch)
         with session_scope(db_url()) as session:
+            if batch is None:
+                active = batches.active_batch(session)
+                if active is None:
+                    fail("no active batch: pass --batch or run `userrep batches promote` first")
+                batch = active.batch_id
+            batches.check_batch_id(batch)
             status = batches.get_batch(session, batch).status
         if status == BatchStatus.RETIRED and not include_retired:
             fail(f"batch {batch!r} is retired: pass --include-retired to export it anyway")
@@ -323,10 +337,13 @@ def export_cmd(
             fail(f"batch {batch!r} is building: it is exported once `userrep embed` made it ready")
         from representation.pipeline import export_embeddings  # torch: only when it will run
 
-        n = export_embeddings(state.settings, batch, out)
+        n = export_embeddings(
+            state.settings, batch, out, as_of=None if all_as_of else (t or "newest")
+        )
     except (batches.BatchError, FileNotFoundError) as err:
         fail(str(err))
-    console.print(f"{n:,} rows -> {out}")
+    console.print(f"batch {batch}: {n:,} rows -> {out}")
+    print(out)
 
 
 @app.command("embed-user")
