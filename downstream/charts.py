@@ -208,24 +208,31 @@ def _natural(name: str) -> tuple[int, float, str]:
         return (1, 0.0, name)
 
 
+LOG_SPAN = 10.0  # a panel whose curves span more than this factor gets a log y axis
+
+
 def loss_curves(
-    curves: Mapping[str, Sequence[float]], best_epoch: int | None, title: str
+    panels: Mapping[str, Mapping[str, Sequence[float]]], best_epoch: int | None, title: str
 ) -> Figure:
-    """Loss per epoch on a linear and a log y axis side by side: the first epochs' drop and the
+    """Loss per epoch, one panel per group of curves on one scale (panels[title] = {name:
+    values}), each with its own y range: a loss of another magnitude never flattens the rest.
+    A panel spanning more than LOG_SPAN gets a log y axis, so the first epochs' drop and the
     late small differences are both readable."""
-    fig = Figure(figsize=(10.5, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2)
-    positive = all(v > 0 for c in curves.values() for v in c if math.isfinite(v))
-    for ax, scale in zip(axes, ("linear", "log" if positive else "symlog"), strict=True):
+    fig = Figure(figsize=(5.4 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (head, curves) in zip(axes, panels.items(), strict=True):
+        values = np.array([v for c in curves.values() for v in c], np.float64)
+        values = values[np.isfinite(values)]
+        log = len(values) > 0 and values.min() > 0 and values.max() / values.min() > LOG_SPAN
         for name, c in curves.items():
             ax.plot(np.arange(1, len(c) + 1), c, marker="." if len(c) < 40 else None, label=name)
         if best_epoch:
             ax.axvline(best_epoch, color="#555", ls="--", lw=1, label=f"best epoch ({best_epoch})")
-        ax.set_yscale(scale)
-        ax.set_title(f"{scale} y axis")
+        ax.set_yscale("log" if log else "linear")
+        ax.set_title(head)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (mean per user)" + (", log scale" if scale != "linear" else ""))
+        ax.set_ylabel("loss, mean per user" + (" (log scale)" if log else ""))
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     fig.suptitle(title, fontweight="bold")
     return fig

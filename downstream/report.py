@@ -245,18 +245,32 @@ def projection_section(data: ReportData) -> Section | None:
     return Section("z_u projection", chart, md)
 
 
+LOSS_PANELS = {  # the batch's metrics.json curves, by what they measure (their scales differ)
+    "training objective (corrupted inputs)": ("train_loss", "val_loss"),
+    "feature reconstruction, uncorrupted validation inputs": ("val_clean_loss",),
+}
+
+
 def loss_section(data: ReportData) -> Section | None:
     """The autoencoder's training curves, from the batch artifact's metrics.json."""
     m = data.encoder_metrics
-    curves = {k: m[k] for k in ("train_loss", "val_loss", "val_clean_loss") if m.get(k)}
-    if not curves:
+    panels = {
+        head: curves
+        for head, keys in LOSS_PANELS.items()
+        if (curves := {k: m[k] for k in keys if m.get(k)})
+    }
+    if not panels:
         return None
     title = f"Loss of the z_u encoder (autoencoder) per epoch, batch {data.batch_id}"
-    chart = charts.figure_html(charts.loss_curves(curves, m.get("best_epoch"), title))
+    chart = charts.figure_html(charts.loss_curves(panels, m.get("best_epoch"), title))
     facts = {k: m.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "seconds")}
     rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in facts.items()]
     table_html, table_md = tables(("metric", "value"), rows)
-    note = "best_val_loss is val_loss at best_epoch, the weights the batch keeps."
+    note = (
+        "best_val_loss is val_loss at best_epoch, the weights the batch keeps. val_clean_loss "
+        "is the feature reconstruction alone on uncorrupted inputs (no item term): another "
+        "scale, hence its own panel."
+    )
     return Section(
         "Autoencoder training", f"<p>{note}</p>{chart}{table_html}", f"{note}\n\n{table_md}"
     )

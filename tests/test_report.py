@@ -85,7 +85,12 @@ def _data(tmp_path: Path, cost_auc: float = 0.765) -> report.ReportData:
         comparison=results,
         comparison_md=COMPARISON_MD,
         costs=costs,
-        encoder_metrics={"train_loss": list(loss), "val_loss": list(loss * 1.2), "best_epoch": 25},
+        encoder_metrics={
+            "train_loss": list(loss),
+            "val_loss": list(loss * 1.2),
+            "val_clean_loss": list(0.05 + loss / 100),  # another scale: its own panel
+            "best_epoch": 25,
+        },
         projection=Projection(xy, [str(c) for c in clusters], "planted cluster", explained),
         notes=["a note"],
         label_times=LABEL_TIMES,
@@ -165,8 +170,11 @@ def test_plots_have_titles_labelled_axes_and_whole_labels(tmp_path: Path) -> Non
     p = data.projection
     assert p is not None
     scatter = charts.scatter(p.xy, p.labels, p.explained, "projection", p.what)
-    curves = {k: data.encoder_metrics[k] for k in ("train_loss", "val_loss")}
-    loss = charts.loss_curves(curves, 25, "loss")
+    m = data.encoder_metrics
+    objective = {k: m[k] for k in ("train_loss", "val_loss")}
+    loss = charts.loss_curves(
+        {"objective": objective, "clean": {"c": m["val_clean_loss"]}}, 25, "-"
+    )
     for fig in (bars, cost, scatter, loss):
         _check_titles_and_labels(fig)
     ax = scatter.axes[0]
@@ -178,10 +186,13 @@ def test_plots_have_titles_labelled_axes_and_whole_labels(tmp_path: Path) -> Non
     ]  # whole task names, never cut
     z_u_tick = next(t for t in bars.axes[0].get_yticklabels() if t.get_text() == "z_u")
     assert z_u_tick.get_fontweight() == "bold"
-    # loss: one linear and one log panel, the log one spanning the planted two decades
-    assert [a.get_yscale() for a in loss.axes] == ["linear", "log"]
+    # loss: the objective spans two decades (log axis); the clean loss, 0.0501 .. 0.06, has
+    # its own linear axis fitted to it rather than squashed under the objective's range
+    assert [a.get_yscale() for a in loss.axes] == ["log", "linear"]
+    lo, hi = loss.axes[0].get_ylim()
+    assert lo <= 0.011 and hi >= 1.2
     lo, hi = loss.axes[1].get_ylim()
-    assert lo <= 0.011 and hi >= 1.2 and hi / lo > 100
+    assert 0.049 < lo < 0.0502 and 0.06 < hi < 0.061
 
 
 def test_an_auc_seen_twice_is_explained_where_it_differs(tmp_path: Path) -> None:
