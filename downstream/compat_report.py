@@ -7,15 +7,14 @@ Listed in downstream/report.py SECTIONS.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import inspect, select
 
 from downstream.compat import COMPAT_KEY
+from downstream.report_data import ReportData
+from downstream.report_html import Section, inline_html, tables
 from userrep.db import DownstreamModel, session_scope
-
-if TYPE_CHECKING:  # report.py lists this section, so it is imported from there at run time
-    from downstream.report import ReportData, Section
 
 HEAD = (
     "model",
@@ -84,8 +83,6 @@ def compat_rows(data: ReportData) -> list[list[Any]]:
 
 def compat_section(data: ReportData) -> Section | None:
     """Retrain compatibility of every pinned model that has been measured on a newer batch."""
-    from downstream.report import Section, inline_html, tables
-
     rows = compat_rows(data)
     if not rows:
         return None

@@ -9,7 +9,6 @@ import html
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +18,12 @@ from downstream import labels as L
 from downstream.compat_report import compat_section
 from downstream.costs import ModelCost
 from downstream.report_data import Projection, ReportData, collect, report_time
+from downstream.report_html import Section, inline_html, markdown_html, tables
 from downstream.results import COLD, WARM, MethodResult, metric_columns
 from userrep.html import BASE_CSS
 
-# collect / ReportData live in report_data.py; callers use them from here beside render
+# collect / ReportData (report_data.py) and Section / tables (report_html.py): callers use
+# them from here beside render
 __all__ = [
     "SECTIONS",
     "Projection",
@@ -42,63 +43,7 @@ _CSS = BASE_CSS + (
 )
 
 
-@dataclass
-class Section:
-    title: str
-    html: str  # body fragment (the renderer adds the <h2>)
-    markdown: str  # body fragment (the renderer adds the "## ")
-
-
 SectionFn = Callable[[ReportData], Section | None]  # None: nothing to show for this workspace
-
-
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """z_u's rows (any cell exactly "z_u") are set in bold."""
-    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    trs = "".join(
-        ("<tr class='zu'>" if any(str(c) == charts.Z_U for c in r) else "<tr>")
-        + "".join(f"<td>{html.escape(str(c))}</td>" for c in r)
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-
-def tables(head: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, str]:
-    """(HTML table, markdown table) of the same rows."""
-    return _html_table(head, rows), _md_table(head, rows)
-
-
-def inline_html(text: str) -> str:
-    """Escaped text with `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")  # a markdown table's header rule
-
-
-def markdown_html(md: str) -> str:
-    """The comparison's markdown (paragraph lines and pipe tables, as baselines.results_rows
-    writes them) as HTML paragraphs and tables."""
-    out: list[str] = []
-    table: list[list[str]] = []
-    for line in [*md.splitlines(), ""]:
-        if line.lstrip().startswith("|"):
-            if not _RULE.match(line.strip()):
-                table.append([c.strip() for c in line.strip().strip("|").split("|")])
-            continue
-        if table:
-            out.append(_html_table(table[0], table[1:]))
-            table = []
-        if line.strip():
-            out.append(f"<p>{inline_html(line.strip())}</p>")
-    return "".join(out)
 
 
 def _z_u_metric(results: Sequence[MethodResult], key: str) -> float | None:

@@ -14,11 +14,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
 
 from downstream import labels as L
 from downstream import report_cache
-from downstream.costs import ModelCost
+from downstream.baselines import METHODS, compare_baselines
+from downstream.costs import ModelCost, measure_costs
+from downstream.label_times import label_times, window_for
 from downstream.results import MethodResult
+from downstream.similar import batch_vectors
+from downstream.tasks import batch_as_of
+from downstream.training_set import trainable_batch
+from representation import batches
+from representation.artifact import METRICS_FILE
+from representation.build import last_event_time
+from representation.publish import published_times
+from userrep import columns as C
+from userrep.db import session_scope
 from userrep.settings import Settings
 
 PROJECTION_USERS = 2000  # points in the z_u scatter (a seeded sample beyond that)
@@ -49,10 +61,6 @@ class ReportData:
 
 def encoder_metrics(settings: Settings, batch_id: str) -> dict[str, Any]:
     """The batch artifact's metrics.json (loss curves), {} when there is none."""
-    from representation import batches
-    from representation.artifact import METRICS_FILE
-    from userrep.db import session_scope
-
     with session_scope(settings.metadata_db_url) as session:
         path = Path(batches.get_batch(session, batch_id).artifact_path) / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
@@ -61,8 +69,6 @@ def encoder_metrics(settings: Settings, batch_id: str) -> dict[str, Any]:
 def pca_2d(z: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """(n, 2) projection of z on its two leading principal components, and the share of the
     variance each explains."""
-    from sklearn.decomposition import PCA
-
     pca = PCA(n_components=2, random_state=0).fit(np.asarray(z, np.float64))
     xy = pca.transform(np.asarray(z, np.float64))  # (n, 2)
     ratio = pca.explained_variance_ratio_
@@ -73,9 +79,6 @@ def projection(
     settings: Settings, batch_id: str, as_of: pd.Timestamp, truth: pd.DataFrame | None = None
 ) -> Projection:
     """PCA of the batch's z_u; colours: planted cluster (truth table) or top genre so far."""
-    from downstream.similar import batch_vectors
-    from userrep import columns as C
-
     users, z, _ = batch_vectors(settings, batch_id, as_of)
     keep = np.sort(np.random.default_rng(0).permutation(len(users))[:PROJECTION_USERS])
     users, z = users[keep], z[keep]
@@ -95,9 +98,6 @@ def projection(
 
 def report_time(settings: Settings, batch_id: str) -> pd.Timestamp:
     """The newest time the batch is published at that still has later events to label."""
-    from representation.build import last_event_time
-    from representation.publish import published_times
-
     times = published_times(settings, batch_id)
     if not times:
         raise FileNotFoundError(f"batch {batch_id} has no published z_u")
@@ -120,10 +120,6 @@ def _compute(
     n_calls: int,
 ) -> report_cache.Results:
     """The costly part: the task comparison at `when`, the cost measurements at t."""
-    from downstream.baselines import compare_baselines
-    from downstream.costs import measure_costs
-    from downstream.label_times import window_for
-
     out = report_cache.Results()
     try:
         out.comparison_md, out.comparison = compare_baselines(
@@ -159,11 +155,6 @@ def collect(
     Without as_of the comparison runs at every label time of the batch (label_times), or at
     report_time when it has none; costs and the projection use report_time. Both are read back
     from the report cache (report_cache.py) when their key matches, unless recompute."""
-    from downstream.baselines import METHODS
-    from downstream.label_times import label_times
-    from downstream.tasks import batch_as_of
-    from downstream.training_set import trainable_batch
-
     batch = trainable_batch(settings, batch_id)
     t = as_of if as_of is not None else report_time(settings, batch)
     data = ReportData(settings, batch, t, encoder_metrics=encoder_metrics(settings, batch))
