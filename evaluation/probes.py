@@ -3,8 +3,11 @@ users (DESIGN.md, "Representation quality: the bar"). Each returns a flat dict o
 
 linear: one logistic regression per candidate item, mean ROC-AUC on future consumption (also
 on cold-start vectors); gbdt: one LightGBM over (user vector, item popularity, item PPMI-SVD
-vector) pairs, pooled AUC, Recall@10, NDCG@10. genre: dominant future genre / tag (accuracy, macro-F1); similar: friends vs
-random pairs (ROC-AUC) or planted-cluster purity@10.
+vector) pairs, pooled AUC, Recall@10, NDCG@10. genre: dominant future genre / tag (accuracy,
+macro-F1); similar: friends / trust vs random pairs (ROC-AUC) or planted-cluster purity@10.
+On explicit feedback (Split.explicit) the labels are "liked" and every probe fits and scores
+the rated pairs only (Split.pair_mask); rating_level: a ridge probe of the user's mean future
+rating (Spearman correlation on probe-test users).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import logging
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegression
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
@@ -29,6 +33,9 @@ LINEAR_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # linear_probe_cv's c
 CV_FOLDS = 3  # linear_probe_cv: folds over probe-train users
 N_GENRES = 20  # genre probe classes: the most consumed genres / tags in history
 PURITY_K = 10
+RANK_K = 10  # Recall@K / NDCG@K
+MIN_RANKED_USERS = 50  # a ranking metric over fewer probe-test users is not reported (NaN)
+RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))  # rating_level: alpha by leave-one-out
 
 
 def _scaled(train: UserVectors, *others: UserVectors) -> list[UserVectors]:
@@ -75,6 +82,14 @@ def linear_probe_cv(split: Split, vectors: UserVectors) -> dict[str, float]:
     return {"linear_auc_cv": auc_te, "linear_c": best}
 
 
+def probed_items(split: Split, fit: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Candidate positions the linear probe scores: both the fitted pairs (rows `fit`) and the
+    scored ones (rows `score`) of the item hold both classes."""
+    y, mask = split.labels(), split.pair_mask()
+    both = lambda yy, mm: ((yy == 1) & mm).any(0) & ((yy == 0) & mm).any(0)  # noqa: E731
+    return np.flatnonzero(both(y[fit], mask[fit]) & both(y[score], mask[score]))
+
+
 class _ItemProbe:
     """Per-item logistic regressions fitted on rows `fit` of vectors, scored on rows `score`."""
 
@@ -82,9 +97,7 @@ class _ItemProbe:
         y, mask = split.labels(), split.pair_mask()  # (users, candidates)
         self.x_tr, self.x_te = _scaled(vectors[fit], vectors[score])
         self.y_tr, self.y_te, self.m_tr, self.m_te = y[fit], y[score], mask[fit], mask[score]
-        # an item is scored when both its fitted and its scored pairs hold both classes
-        both = lambda yy, mm: ((yy == 1) & mm).any(0) & ((yy == 0) & mm).any(0)  # noqa: E731
-        self.items = np.flatnonzero(both(self.y_tr, self.m_tr) & both(self.y_te, self.m_te))
+        self.items = probed_items(split, fit, score)
 
     def auc(self, c: float, init=None) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
         """(mean per-item ROC-AUC at C = c, the fitted (w, b)); init: a warm start."""
@@ -122,21 +135,22 @@ def fit_logistic(
     """
     import torch
 
+    n, dim = x.shape
+    w0, b0 = init or (np.zeros((dim, y.shape[1])), np.zeros(y.shape[1]))
+    used = None
     if sp.issparse(x):
+        # columns with no entry in x get no gradient but the penalty's, so their weights stay
+        # at 0: fitting the used columns alone is the same minimum, and much cheaper on a large
+        # catalog; the products run in scipy, many times faster than torch's sparse ones
         csr = sp.csr_matrix(x, dtype=np.float64)
-        xt = torch.sparse_csr_tensor(
-            torch.from_numpy(csr.indptr.astype(np.int64)),
-            torch.from_numpy(csr.indices.astype(np.int64)),
-            torch.from_numpy(csr.data),
-            csr.shape,
-            check_invariants=False,
-        )
+        used = np.flatnonzero(np.diff(csr.tocsc().indptr) > 0)
+        csr = csr[:, used]
+        csr_t = sp.csr_matrix(csr.T)
+        w0 = w0[used]
     else:
         xt = torch.from_numpy(np.asarray(x, np.float64))
-    n = x.shape[0]
     yt = torch.from_numpy(y.astype(np.float64))
     mt = torch.from_numpy(mask.astype(np.float64))
-    w0, b0 = init or (np.zeros((x.shape[1], y.shape[1])), np.zeros(y.shape[1]))
     w = torch.tensor(w0, dtype=torch.float64, requires_grad=True)
     b = torch.tensor(b0, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
@@ -156,8 +170,24 @@ def fit_logistic(
         loss.backward()
         return loss
 
-    opt.step(closure)
-    return w.detach().numpy(), b.detach().numpy()
+    def sparse_closure() -> torch.Tensor:
+        # the same objective, its gradient written out: d/dz of the masked log loss is
+        # mask * (sigmoid(z) - y)
+        with torch.no_grad():
+            z = torch.from_numpy(csr @ w.numpy()) + b
+            nll = torch.nn.functional.binary_cross_entropy_with_logits(z, yt, mt, reduction="sum")
+            loss = (c * nll + 0.5 * (w * w).sum()) / n
+            dz = c * mt * (torch.sigmoid(z) - yt) / n  # (rows, columns)
+            w.grad = torch.from_numpy(csr_t @ dz.numpy()) + w / n
+            b.grad = dz.sum(dim=0)
+        return loss
+
+    opt.step(closure if used is None else sparse_closure)
+    if used is None:
+        return w.detach().numpy(), b.detach().numpy()
+    full = np.zeros((dim, y.shape[1]))
+    full[used] = w.detach().numpy()
+    return full, b.detach().numpy()
 
 
 def item_features(split: Split, collab: np.ndarray) -> np.ndarray:
@@ -195,10 +225,58 @@ def gbdt_probe(split: Split, vectors: UserVectors, collab: np.ndarray) -> dict[s
 def pair_metrics(
     split: Split, u: np.ndarray, j: np.ndarray, y: np.ndarray, scores: np.ndarray
 ) -> dict[str, float]:
-    """Pooled AUC over the scored pairs; Recall / NDCG@10 ranking each user's unseen candidates."""
+    """Pooled AUC over the scored pairs; Recall / NDCG@10 ranking each user's unseen candidates
+    (ranked_users: which users count)."""
     unseen = split.unseen()[u, j]
-    m = ranking_metrics(split.user_ids[u[unseen]], y[unseen], scores[unseen], k=10)
-    return {"gbdt_auc": auc(y, scores), "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"]}
+    u, y, scores = u[unseen], y[unseen], scores[unseen]
+    for_ndcg, for_recall = ranked_users(split, u, y)
+    ndcg = ranking_metrics(split.user_ids[u[for_ndcg]], y[for_ndcg], scores[for_ndcg], RANK_K)
+    recall = ranking_metrics(
+        split.user_ids[u[for_recall]], y[for_recall], scores[for_recall], RANK_K
+    )
+    enough = lambda m, key: m[key] if m["users"] >= MIN_RANKED_USERS else float("nan")  # noqa: E731
+    return {
+        "gbdt_auc": auc(y, scores),
+        f"recall@{RANK_K}": enough(recall, f"recall@{RANK_K}"),
+        f"ndcg@{RANK_K}": enough(ndcg, f"ndcg@{RANK_K}"),
+    }
+
+
+def ranked_users(split: Split, u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the ranked pairs (rows u, labels y) count for NDCG@K and for Recall@K.
+
+    Implicit feedback: every user with a positive (ranking_metrics' own rule), for both.
+    Explicit feedback ranks only the items a user rated, so a user whose rated candidates are
+    all liked (or none) has one possible NDCG, and one with at most K rated candidates has a
+    Recall@K of 1 whatever the scores: NDCG counts the users whose rated candidates hold both a
+    liked and a disliked item, Recall those of them with more than K rated candidates. Either
+    metric is NaN (no column) when fewer than MIN_RANKED_USERS users count."""
+    every = np.ones(len(u), bool)
+    if not split.explicit:
+        return every, every
+    n = np.bincount(u, minlength=len(split.user_ids))
+    pos = np.bincount(u, weights=y, minlength=len(split.user_ids))
+    mixed = (pos > 0) & (pos < n)
+    return mixed[u], (mixed & (n > RANK_K))[u]
+
+
+def rating_level_probe(split: Split, vectors: UserVectors) -> dict[str, float]:
+    """Explicit feedback only: how well a ridge regression from the user vector (fitted on
+    probe-train users, alpha by leave-one-out over RIDGE_ALPHAS) predicts each probe-test
+    user's mean future rating: their Spearman correlation. Empty on implicit data."""
+    if not split.explicit or split.future_rating is None:
+        return {}
+    if vectors.shape[1] == 0:  # no user vector: one constant prediction
+        return {"rating_level": float("nan")}
+    target = split.future_rating
+    tr = np.flatnonzero(split.train & np.isfinite(target))
+    te = np.flatnonzero(split.test & np.isfinite(target))
+    x_tr, x_te = _scaled(vectors[tr], vectors[te])
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(x_tr, target[tr])
+    pred = model.predict(x_te)
+    if np.ptp(pred) == 0:
+        return {"rating_level": float("nan")}
+    return {"rating_level": float(spearmanr(pred, target[te]).statistic)}
 
 
 def genre_targets(split: Split) -> tuple[np.ndarray, list[str]]:
@@ -246,6 +324,13 @@ def similar_label(data) -> str:
     return "friends AUC" if data.friends is not None else "similar users"
 
 
+def similar_absent(data) -> str | None:
+    """Why similar_probe has no column on this data set (EvalData), or None when it runs."""
+    if data.clusters is None and (data.friends is None or data.friends.empty):
+        return "no friends / trust graph and no planted clusters"
+    return None
+
+
 def similar_probe(split: Split, warm: UserVectors) -> dict[str, float]:
     """Friends vs random pairs (ROC-AUC of cosine) or planted-cluster purity@10."""
     data = split.data
@@ -270,9 +355,11 @@ def _friends_auc(split: Split, x: np.ndarray) -> float:
     ok = (
         (split.user_ids[a] == f[C.USER_ID].to_numpy())
         & (split.user_ids[b] == f[C.FRIEND_ID].to_numpy())
-        & (a < b)
+        & (a != b)
     )
-    a, b = a[ok], b[ok]
+    # one undirected pair per edge: a directed trust edge counts whichever way it points
+    pairs = np.unique(np.stack([np.minimum(a[ok], b[ok]), np.maximum(a[ok], b[ok])]), axis=1)
+    a, b = pairs[0], pairs[1]
     rng = np.random.default_rng([split.seed, 20])
     ra, rb = rng.integers(len(x), size=(2, 2 * len(a)))
     friends = set(zip(a.tolist(), b.tolist(), strict=True))

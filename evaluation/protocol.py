@@ -2,12 +2,18 @@
 probe train / test users, candidate items and the (user, item) label matrices every probe reads.
 
 Nothing here looks at user vectors; every method is scored on the same `Split`.
+
+Implicit feedback (plays, purchases, and MovieLens' ratings as DESIGN's bar reads them): the
+label of a (user, item) pair is "consumed in the future" and every pair is scored. Explicit
+feedback (EXPLICIT_FEEDBACK, or `ProtocolConfig.feedback = "explicit"`): the label is "liked",
+a future rating at or above the user's own mean history rating, and only the pairs the user
+rated in the future are fitted and scored, so a probe measures taste rather than exposure.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,16 +22,18 @@ import scipy.sparse as sp
 
 from userrep import columns as C
 from userrep.data import synthetic
-from userrep.data.loaders import load_dataset
+from userrep.data.loaders import LOADERS, load_dataset
 from userrep.settings import WorkspacePaths
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("synthetic", "movielens-100k", "lastfm-2k")
+DATASETS = ("synthetic", *LOADERS)
 WORKSPACE = "workspace"  # the --dataset that reads a workspace's ingested tables instead
-# how each data set's history is cut: by time where times are real, at random where made up
-SPLIT_BY_TIME = {"synthetic": True, "movielens-100k": True, "lastfm-2k": False}
 SPLITS = ("time", "random")
+FEEDBACK = ("auto", "implicit", "explicit")
+# built-in data sets whose ratings are the feedback to score rather than the sign of
+# consumption: "auto" reads them as explicit. MovieLens stays implicit, the bar DESIGN measured.
+EXPLICIT_FEEDBACK = frozenset({"ciao", "movietweetings-100k"})
 # small enough for tests and CI, big enough for a 200-item linear probe
 SYNTHETIC = synthetic.SyntheticConfig(
     n_users=1500, n_items=800, n_artists=160, n_clusters=8, events_per_user=40, seed=11
@@ -37,6 +45,10 @@ class ProtocolConfig:
     """The protocol's knobs (DESIGN.md, "Representation quality: the bar")."""
 
     min_events: int = 10  # users with fewer events are left out
+    # too few users left to fit probes on: the minimum drops to fallback_min_events instead
+    min_eligible_users: int = 500  # probe-test users (30 %) then number at least 150
+    fallback_min_events: int = 5
+    max_users: int | None = 10_000  # more eligible users: a seeded random subset of this size
     history_fraction: float = 0.8  # first 80% of a user's events (by time, or random) = history
     probe_train_fraction: float = 0.7  # users the probes are fitted on; the rest score them
     n_items: int = 200  # most popular history items: the linear probe's targets, GBDT candidates
@@ -44,6 +56,13 @@ class ProtocolConfig:
     # False (DESIGN's protocol): the probes fit and score every (user, candidate) pair, items
     # already in the history included (label 0 unless consumed again); rankings always skip them
     exclude_seen: bool = False
+    # "explicit": label = liked (rating >= the user's mean history rating), scored on rated
+    # pairs only; "implicit": label = any future event; "auto": explicit for EXPLICIT_FEEDBACK
+    feedback: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.feedback not in FEEDBACK:
+            raise ValueError(f"unknown feedback {self.feedback!r}: choose from {FEEDBACK}")
 
 
 @dataclass
@@ -57,11 +76,20 @@ class EvalData:
     friends: pd.DataFrame | None = None
     clusters: pd.Series | None = None  # user_id -> planted cluster (synthetic only)
     by_time: bool | None = None  # history = earliest events (True) or a random 80 % (False);
-    # None: the built-in data set's own cut (SPLIT_BY_TIME)
+    # None: by time (the synthetic world's times are real)
+    rating_scale: tuple[float, float] | None = None  # (min, max) where events are ratings
 
     @property
     def split_by_time(self) -> bool:
-        return SPLIT_BY_TIME[self.name] if self.by_time is None else self.by_time
+        return True if self.by_time is None else self.by_time
+
+    def explicit(self, feedback: str) -> bool:
+        """Whether the protocol reads this data set's weights as explicit ratings."""
+        if feedback == "auto":
+            return self.name in EXPLICIT_FEEDBACK
+        if feedback == "explicit" and self.rating_scale is None and self.name != WORKSPACE:
+            raise ValueError(f"{self.name} has no ratings: --feedback explicit does not apply")
+        return feedback == "explicit"
 
 
 @dataclass
@@ -76,9 +104,15 @@ class Split:
     future: pd.DataFrame  # events of the future part
     train: np.ndarray  # (n_users,) bool: probe-train users; the others are probe-test
     hist: sp.csr_matrix  # (n_users, n_items) summed history weights
-    fut: sp.csr_matrix  # (n_users, n_items) 1 where the item is consumed in the future
+    # (n_users, n_items) 1 where the item is consumed (implicit) or liked (explicit) in the future
+    fut: sp.csr_matrix
     candidates: np.ndarray  # (n_candidates,) column positions of the most popular history items
     protocol: ProtocolConfig
+    explicit: bool = False  # fut = liked, scored on rated pairs only
+    rated: sp.csr_matrix | None = None  # (n_users, n_items) 1 where rated in the future
+    future_rating: np.ndarray | None = None  # (n_users,) mean future rating (explicit only)
+    # how the users were chosen: min_events used, eligible before any subsample, kept
+    eligibility: dict[str, int] = field(default_factory=dict)
 
     @property
     def test(self) -> np.ndarray:
@@ -89,13 +123,20 @@ class Split:
         return np.asarray(self.hist[:, self.candidates].todense() == 0)
 
     def pair_mask(self) -> np.ndarray:
-        """(n_users, n_candidates) True where the probes fit and score a pair."""
+        """(n_users, n_candidates) True where the probes fit and score a pair: every pair
+        (implicit) or the pairs rated in the future (explicit); only unseen items with
+        exclude_seen."""
+        mask = np.ones((len(self.user_ids), len(self.candidates)), bool)
+        if self.explicit:
+            assert self.rated is not None
+            mask = np.asarray(self.rated[:, self.candidates].todense() > 0)
         if self.protocol.exclude_seen:
-            return self.unseen()
-        return np.ones((len(self.user_ids), len(self.candidates)), bool)
+            mask &= self.unseen()
+        return mask
 
     def labels(self) -> np.ndarray:
-        """(n_users, n_candidates) 0/1 future consumption of the candidate items."""
+        """(n_users, n_candidates) 0/1 future consumption (implicit) or liking (explicit) of
+        the candidate items."""
         return np.asarray(self.fut[:, self.candidates].todense() > 0, np.int8)
 
 
@@ -108,7 +149,16 @@ def load_eval_data(name: str) -> EvalData:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
     d = load_dataset(name)
-    return EvalData(name, d.events, d.users, d.items, d.friends)
+    # history cut by time where the times are real, at random where the loader made them up
+    return EvalData(
+        name,
+        d.events,
+        d.users,
+        d.items,
+        d.friends,
+        by_time=d.real_timestamps,
+        rating_scale=d.rating_scale,
+    )
 
 
 def load_workspace_data(paths: WorkspacePaths, split: str = "time") -> EvalData:
@@ -155,13 +205,34 @@ def _history_rank(events: pd.DataFrame, by_time: bool, seed: int) -> np.ndarray:
     return pos
 
 
+def eligible_users(
+    events: pd.DataFrame, cfg: ProtocolConfig, seed: int
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The protocol's users, sorted, and how they were chosen. Users need >= min_events events;
+    where fewer than min_eligible_users qualify, >= fallback_min_events instead (one rule for
+    every method and data set). More than max_users eligible: a random subset of max_users,
+    drawn from the protocol seed."""
+    n = events.groupby(C.USER_ID).size()
+    min_events = cfg.min_events
+    if (n >= min_events).sum() < cfg.min_eligible_users:
+        min_events = min(min_events, cfg.fallback_min_events)
+    users = np.sort(n.index[n >= min_events].to_numpy(np.int64))
+    eligible = len(users)
+    if cfg.max_users is not None and eligible > cfg.max_users:
+        pick = np.random.default_rng([seed, 80]).permutation(eligible)[: cfg.max_users]
+        users = np.sort(users[pick])
+    info = {"min_events": min_events, "eligible_users": eligible, "users": len(users)}
+    return users, info
+
+
 def split_events(
     events: pd.DataFrame, by_time: bool, cfg: ProtocolConfig, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(history, future) of the users with >= min_events: the first 80% of each user's events."""
+    """(history, future) of the protocol's users (eligible_users): the first 80% of each user's
+    events."""
+    users, _ = eligible_users(events, cfg, seed)
+    events = events[events[C.USER_ID].isin(users)].reset_index(drop=True)
     n = events.groupby(C.USER_ID)[C.USER_ID].transform("size").to_numpy()
-    events = events[n >= cfg.min_events].reset_index(drop=True)
-    n = n[n >= cfg.min_events]
     in_hist = _history_rank(events, by_time, seed) < np.floor(cfg.history_fraction * n)
     return events[in_hist].reset_index(drop=True), events[~in_hist].reset_index(drop=True)
 
@@ -187,8 +258,10 @@ def user_item_matrix(
 def make_split(data: EvalData, seed: int, cfg: ProtocolConfig | None = None) -> Split:
     """The protocol's split for one seed: history / future per user, probe users, candidates."""
     cfg = cfg or ProtocolConfig()
+    explicit = data.explicit(cfg.feedback)
     history, future = split_events(data.events, data.split_by_time, cfg, seed)
     user_ids = np.unique(history[C.USER_ID].to_numpy(np.int64))
+    _, eligibility = eligible_users(data.events, cfg, seed)
     item_ids = np.union1d(
         data.items[C.ITEM_ID].to_numpy(np.int64), data.events[C.ITEM_ID].to_numpy(np.int64)
     )
@@ -199,6 +272,10 @@ def make_split(data: EvalData, seed: int, cfg: ProtocolConfig | None = None) -> 
     ] = True
     hist = user_item_matrix(history, user_ids, item_ids)
     fut = user_item_matrix(future, user_ids, item_ids, binary=True)
+    rated, future_rating = None, None
+    if explicit:
+        rated = fut
+        fut, future_rating = liked(history, future, user_ids, item_ids)
     n_users_per_item = np.asarray((hist > 0).sum(axis=0)).ravel()
     candidates = np.sort(np.argsort(-n_users_per_item, kind="stable")[: cfg.n_items])
     log.info(
@@ -210,7 +287,42 @@ def make_split(data: EvalData, seed: int, cfg: ProtocolConfig | None = None) -> 
         len(history),
         len(future),
     )
-    return Split(data, seed, user_ids, item_ids, history, future, train, hist, fut, candidates, cfg)
+    return Split(
+        data,
+        seed,
+        user_ids,
+        item_ids,
+        history,
+        future,
+        train,
+        hist,
+        fut,
+        candidates,
+        cfg,
+        explicit,
+        rated,
+        future_rating,
+        eligibility,
+    )
+
+
+def liked(
+    history: pd.DataFrame, future: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Explicit feedback: (users, items) 1 where the user's future rating of the item (the mean
+    of its future ratings) is at or above the user's mean history rating (ties are liked), and
+    (users,) each user's mean future rating (NaN where none)."""
+
+    def mean_by_user(events: pd.DataFrame) -> np.ndarray:
+        means = events.groupby(C.USER_ID)[C.WEIGHT].mean()
+        return means.reindex(user_ids).to_numpy(np.float64)
+
+    known = future[C.USER_ID].isin(user_ids) & future[C.ITEM_ID].isin(item_ids)
+    pairs = future[known].groupby([C.USER_ID, C.ITEM_ID])[C.WEIGHT].mean().reset_index()
+    u = np.searchsorted(user_ids, pairs[C.USER_ID].to_numpy())
+    keep = pairs[C.WEIGHT].to_numpy() >= mean_by_user(history)[u] - 1e-9
+    fut = user_item_matrix(pairs[keep], user_ids, item_ids, binary=True)
+    return fut, mean_by_user(future)
 
 
 def cold_history(split: Split, cfg: ProtocolConfig | None = None) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from evaluation.probes import MIN_RANKED_USERS
 from evaluation.runner import EvalRun, MethodRun
 
 # (metric key, column header); every metric is higher-is-better
@@ -24,6 +25,7 @@ COLUMNS = (
     ("gbdt_auc", "GBDT AUC"),
     ("recall@10", "GBDT R@10"),
     ("ndcg@10", "GBDT NDCG@10"),
+    ("rating_level", "rating level (Spearman)"),
     ("genre_acc", "genre acc"),
     ("genre_f1", "genre F1"),
     ("similar", "similar users"),
@@ -250,11 +252,52 @@ def sections(run: EvalRun) -> list[tuple[str, str, list[list[str]]]]:
 
 def _split_note(run: EvalRun, seed: int) -> str:
     i = run.split_info.get(seed, {})
-    return (
+    note = (
         f"{i.get('users')} users ({i.get('probe_train')} probe-train / "
         f"{i.get('probe_test')} probe-test), {i.get('history_events')} history / "
-        f"{i.get('future_events')} future events, {i.get('candidates')} candidate items."
+        f"{i.get('future_events')} future events, {i.get('candidates')} candidate items"
+        f" ({i.get('linear_items')} with both classes on both sides: the linear probe's)."
     )
+    if "scored_pairs_test" in i:
+        note += (
+            f" Probe-test users rated {i['scored_pairs_test']} candidate pairs in the future"
+            f" ({i['liked_pairs_test']} liked); NDCG@10 ranks {i['ranked_users_ndcg']} users,"
+            f" Recall@10 {i['ranked_users_recall']} (a ranking metric needs"
+            f" {MIN_RANKED_USERS}: users with liked and disliked rated candidates; Recall@10 also"
+            " more than 10 of them, as it is 1 for any order otherwise)."
+        )
+    return note
+
+
+def _kept(run: EvalRun) -> str:
+    """Who and what the protocol kept (first seed; the user subsample is drawn per seed)."""
+    i = run.split_info.get(run.seeds[0], {}) if run.seeds else {}
+    if not i:
+        return "kept: -"
+    users = f"{i.get('users')} users"
+    if "eligible_users" in i:
+        users = f"{i['users']} users of {i['eligible_users']} with >= {i['min_events']} events"
+        if i["users"] < i["eligible_users"]:
+            users += f" (a random {run.protocol.max_users} drawn from the seed)"
+    rule = (
+        f"users need >= {run.protocol.min_events} events, or >= "
+        f"{run.protocol.fallback_min_events} where fewer than "
+        f"{run.protocol.min_eligible_users} users qualify; at most {run.protocol.max_users} users"
+    )
+    return (
+        f"kept: {users}, {i.get('items')} items, "
+        f"{i.get('history_events', 0) + i.get('future_events', 0)} events; {rule}"
+    )
+
+
+def _feedback(run: EvalRun) -> str:
+    if run.feedback == "explicit":
+        return (
+            "explicit: label = liked, a future rating >= the user's mean history rating (ties"
+            " liked); probes fit and score only the (user, candidate) pairs rated in the future;"
+            " rankings order each user's rated candidates with the liked ones relevant"
+        )
+    return "implicit: label = any future event on the candidate"
 
 
 def header(run: EvalRun) -> list[str]:
@@ -264,6 +307,9 @@ def header(run: EvalRun) -> list[str]:
         f"dataset: {run.dataset} (history: {_history_rule(run)}); "
         f"seeds: {', '.join(map(str, run.seeds))}; "
         f"protocol: {json.dumps(asdict(run.protocol))}",
+        f"feedback: {_feedback(run)}",
+        _kept(run),
+        *run.notes,
         f"wall time: {run.wall_s:.0f} s on {os.cpu_count()} cores (load average {load:.1f})",
     ]
 

@@ -24,6 +24,7 @@ from evaluation.protocol import (
     make_split,
 )
 from evaluation.zu import RECIPES, TEXT_CACHE, ZuMethod
+from userrep import columns as C
 
 log = logging.getLogger(__name__)
 DEFAULT_METHODS = ("z_u", *BASELINES)
@@ -52,6 +53,8 @@ class EvalRun:
     protocol: ProtocolConfig
     split: str = "time"  # how histories were cut: "time" or "random" (EvalData.split_by_time)
     similar: str = "similar users"  # what the similar-users probe measured (its column header)
+    feedback: str = "implicit"  # how the labels were read: "implicit" or "explicit"
+    notes: list[str] = field(default_factory=list)  # which probes apply here, and why not
     split_info: dict[int, dict[str, int]] = field(default_factory=dict)
     runs: list[MethodRun] = field(default_factory=list)
     ablations: list[MethodRun] = field(default_factory=list)
@@ -63,6 +66,7 @@ def score(split: Split, warm, cold, collab: np.ndarray) -> dict[str, float]:
     out = {"linear_auc": probes.linear_probe(split, warm)}
     out |= probes.linear_probe_cv(split, warm)
     out |= probes.gbdt_probe(split, warm, collab)
+    out |= probes.rating_level_probe(split, warm)
     out |= probes.genre_probe(split, warm)
     out |= probes.similar_probe(split, warm)
     return out | {"cold_linear_auc": probes.linear_probe(split, cold)}
@@ -108,10 +112,15 @@ def evaluate(
     warm_up_torch()
     data = load_eval_data(dataset) if isinstance(dataset, str) else dataset
     split_by = "time" if data.split_by_time else "random"
-    run = EvalRun(data.name, command, list(seeds), protocol, split_by, probes.similar_label(data))
+    feedback = "explicit" if data.explicit(protocol.feedback) else "implicit"
+    run = EvalRun(
+        data.name, command, list(seeds), protocol, split_by, probes.similar_label(data), feedback
+    )
     for seed in seeds:
         split = make_split(data, seed, protocol)
         run.split_info[seed] = _split_info(split)
+        if not run.notes:
+            run.notes = probe_notes(split)
         ctx = make_context(split)
         ctx.extras |= {TEXT_CACHE: text_cache or Path("text_cache.parquet")}
         for key in methods:
@@ -135,11 +144,78 @@ def warm_up_torch() -> None:
 
 
 def _split_info(split: Split) -> dict[str, int]:
-    return {
+    """What the protocol kept on one seed (the report's header and per-seed notes)."""
+    items = np.union1d(split.history[C.ITEM_ID].unique(), split.future[C.ITEM_ID].unique())
+    info = {
+        **split.eligibility,
         "users": len(split.user_ids),
         "probe_train": int(split.train.sum()),
         "probe_test": int(split.test.sum()),
+        "items": len(items),
         "history_events": len(split.history),
         "future_events": len(split.future),
         "candidates": len(split.candidates),
+        "linear_items": len(
+            probes.probed_items(split, np.flatnonzero(split.train), np.flatnonzero(split.test))
+        ),
     }
+    if split.explicit:
+        mask, y = split.pair_mask(), split.labels()
+        test = split.test[:, None] & mask
+        u = np.nonzero(test & split.unseen())[0]
+        yy = y[test & split.unseen()]
+        ndcg, recall = probes.ranked_users(split, u, yy)
+        info |= {
+            "scored_pairs_test": int(test.sum()),
+            "liked_pairs_test": int((y.astype(bool) & test).sum()),
+            "ranked_users_ndcg": len(np.unique(u[ndcg])),
+            "ranked_users_recall": len(np.unique(u[recall])),
+        }
+    return info
+
+
+def probe_notes(split: Split) -> list[str]:
+    """Which probes apply on this data set and, for those that do not, why (report header)."""
+    data, notes = split.data, []
+    if probes.genre_targets(split)[1]:
+        covered = (data.items[C.GENRES].fillna("") != "").sum() if C.GENRES in data.items else 0
+        notes.append(f"genre probe: items' genres / categories ({covered} items have one)")
+    else:
+        notes.append("genre probe: absent (no item has a genre / category)")
+    if reason := probes.similar_absent(data):
+        notes.append(f"similar users: absent ({reason})")
+    elif data.clusters is not None:
+        notes.append("similar users: planted clusters (purity of the 10 nearest users)")
+    else:
+        notes.append("similar users: friends / trust edges (each as one undirected pair) vs random")
+    users = data.users.set_index(C.USER_ID).reindex(split.user_ids)
+    present = []
+    if C.AGE in users:
+        present.append(f"age {users[C.AGE].notna().mean():.0%}")
+    for col in (C.GENDER, C.COUNTRY):
+        if col in users:
+            present.append(f"{col} {(users[col].fillna('') != '').mean():.0%}")
+    attrs = [p for p in present if not p.endswith(" 0%")]
+    notes.append(
+        f"cold start: each user's first {split.protocol.cold_events} history events"
+        + (
+            f", plus the users' attributes ({', '.join(attrs)} of users) for methods that read"
+            " them (z_u's onboarding input; the baselines read events only)"
+            if attrs
+            else " (no user attributes in this data set)"
+        )
+    )
+    if not split.explicit:
+        notes.append("rating level: absent (implicit feedback)")
+        return notes
+    info = _split_info(split)
+    for key, column, why in (
+        ("ranked_users_ndcg", "GBDT NDCG@10", "with both a liked and a disliked rated candidate"),
+        ("ranked_users_recall", "GBDT R@10", "with both, and more than 10 rated candidates"),
+    ):
+        if info[key] < probes.MIN_RANKED_USERS:
+            notes.append(
+                f"{column}: absent ({info[key]} probe-test users {why}; it needs"
+                f" {probes.MIN_RANKED_USERS})"
+            )
+    return notes

@@ -22,6 +22,7 @@ from evaluation.protocol import (
     ProtocolConfig,
     Split,
     cold_history,
+    eligible_users,
     load_workspace_data,
     make_split,
 )
@@ -345,7 +346,6 @@ def test_column_aucs_match_roc_auc_per_column_with_ties_and_masks() -> None:
         assert masked[j] == pytest.approx(auc(y[mask[:, j], j], scores[mask[:, j], j]), abs=1e-12)
 
 
-
 def _ingested(data: EvalData, root: Path, catalog: bool = True) -> WorkspacePaths:
     """A workspace holding data's tables as `userrep ingest` writes them (and its planted
     clusters where `ingest --dataset synthetic` puts them)."""
@@ -429,3 +429,181 @@ def test_cli_evaluates_a_workspace_and_refuses_what_does_not_apply(
     assert typo.exit_code != 0 and "unknown z_u recipe 'no-tag'" in typo.output
     assert "no-tags" in typo.output  # the choices are listed
     assert "unknown method 'svdd'" in run(ws, "--methods", "svdd").output
+
+
+def _rated_world(n_users: int = 600, n_items: int = 60, seed: int = 0):
+    """Planted explicit feedback with random exposure: each user rates 20 items drawn at
+    random, 4 + bias when the item's kind matches the user's taste, 2 + bias otherwise; the
+    bias is the user's rating level. What a user rates says nothing of their taste; how they
+    rate it says everything. Returns (data, taste, bias, kind): taste and bias by user id,
+    kind by item id."""
+    rng = np.random.default_rng(seed)
+    taste = rng.choice([-1, 1], n_users)
+    kind = rng.choice([-1, 1], n_items)
+    bias = rng.normal(0.0, 1.0, n_users)
+    rows = []
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    for u in range(n_users):
+        for k, i in enumerate(rng.choice(n_items, 20, replace=False)):
+            rating = (4.0 if taste[u] == kind[i] else 2.0) + bias[u]
+            rows.append((u + 1, int(i) + 1, t0 + pd.Timedelta(hours=k), rating))
+    events = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.TS, C.WEIGHT])
+    events[C.EVENT_ID] = [f"e{k}" for k in range(len(events))]
+    user_ids, item_ids = np.arange(1, n_users + 1), np.arange(1, n_items + 1)
+    users = pd.DataFrame(
+        {C.USER_ID: user_ids, C.SIGNUP_TS: t0, C.AGE: np.nan, C.GENDER: "", C.COUNTRY: ""}
+    )
+    items = pd.DataFrame({C.ITEM_ID: item_ids, C.GENRES: ""})
+    data = EvalData("planted", events, users, items, rating_scale=(1.0, 5.0))
+    return data, pd.Series(taste, user_ids), pd.Series(bias, user_ids), pd.Series(kind, item_ids)
+
+
+def test_explicit_label_is_a_rating_at_or_above_the_users_history_mean() -> None:
+    """Planted: one user's 8 history ratings average 3; a future 4 or 5 is liked, a future 3
+    ties (liked), a 2.5 is rated but not liked, an item never rated is neither."""
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    ratings = [5, 1, 3, 3, 3, 3, 2, 4, 4, 5]  # user 1: 10 events, the last 2 in the future
+    events = pd.DataFrame(
+        {
+            C.USER_ID: [1] * 10,
+            C.ITEM_ID: [10, 11, 12, 13, 14, 15, 16, 17, 20, 21],
+            C.TS: [t0 + pd.Timedelta(days=d) for d in range(10)],
+            C.WEIGHT: np.array(ratings, float),
+            C.EVENT_ID: [f"e{k}" for k in range(10)],
+        }
+    )
+    items = pd.DataFrame({C.ITEM_ID: [10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 30]})
+    data = EvalData("planted", events, pd.DataFrame({C.USER_ID: [1]}), items)
+    data.rating_scale = (1.0, 5.0)
+    cfg = ProtocolConfig(min_eligible_users=1, feedback="explicit")
+    split = make_split(data, 0, cfg)
+    # history: the first 8 ratings (mean 3.0); future: 4 (item 20) and 5 (item 21)
+    assert split.explicit and sorted(split.future[C.ITEM_ID]) == [20, 21]
+    col = {i: k for k, i in enumerate(split.item_ids)}
+    assert split.fut[0, col[20]] == 1 and split.fut[0, col[21]] == 1
+    assert split.future_rating[0] == pytest.approx(4.5)
+    # the mean over the history is (5 + 1 + 3 + 3 + 3 + 3 + 2 + 4) / 8 = 3: move the future
+    moved = events.assign(**{C.WEIGHT: [5, 1, 3, 3, 3, 3, 2, 4, 3, 2.5]})
+    split = make_split(dataclasses.replace(data, events=moved), 0, cfg)
+    assert split.fut[0, col[20]] == 1  # 3 == the mean: a tie is liked
+    assert split.fut[0, col[21]] == 0 and split.rated[0, col[21]] == 1  # rated, not liked
+    assert split.rated[0, col[30]] == 0  # never rated: neither a positive nor a negative
+    implicit = make_split(
+        dataclasses.replace(data, events=moved), 0, dataclasses.replace(cfg, feedback="implicit")
+    )
+    assert not implicit.explicit and implicit.fut[0, col[21]] == 1  # implicit: any rating
+    with pytest.raises(ValueError, match="no ratings"):
+        make_split(dataclasses.replace(data, rating_scale=None), 0, cfg)
+    with pytest.raises(ValueError, match="unknown feedback"):
+        ProtocolConfig(feedback="stars")
+
+
+def test_explicit_probes_score_taste_not_exposure() -> None:
+    """Planted random exposure: a vector holding each user's taste is near perfect on the
+    explicit label, scored on rated pairs only, and useless on "any future rating", which here
+    is only the draw; random vectors sit at 0.5 on both. The rating level is the user's bias."""
+    data, taste, bias, kind = _rated_world()
+    explicit = make_split(data, 0, ProtocolConfig(feedback="explicit"))
+    implicit = make_split(data, 0, ProtocolConfig(feedback="implicit"))
+    rng = np.random.default_rng(1)
+    n, ids = len(explicit.user_ids), explicit.user_ids
+    knows = np.column_stack([taste[ids], bias[ids], rng.normal(size=(n, 6))]).astype(np.float32)
+    noise = rng.normal(size=(n, 8)).astype(np.float32)
+    # item vectors that know each item's kind (the GBDT's item side)
+    collab = np.column_stack([kind[explicit.item_ids], np.zeros(len(kind))]).astype(np.float32)
+    assert explicit.pair_mask().sum() == (explicit.rated[:, explicit.candidates] > 0).sum()
+    assert probes.linear_probe(explicit, knows) > 0.95
+    assert abs(probes.linear_probe(implicit, knows) - 0.5) < 0.05
+    assert probes.linear_probe(explicit, noise) < 0.6
+    gbdt = probes.gbdt_probe(explicit, knows, collab)
+    assert gbdt["gbdt_auc"] > 0.9 and gbdt["ndcg@10"] > 0.9
+    assert abs(probes.gbdt_probe(implicit, knows, collab)["gbdt_auc"] - 0.5) < 0.05
+    assert probes.rating_level_probe(explicit, knows)["rating_level"] > 0.7
+    assert abs(probes.rating_level_probe(explicit, noise)["rating_level"]) < 0.15
+    assert probes.rating_level_probe(implicit, knows) == {}  # implicit data: no column
+
+
+def test_explicit_rankings_count_only_users_whose_order_can_be_wrong() -> None:
+    """User 0: 3 rated candidates, all liked (any order scores the same): out. User 1: 3
+    rated, mixed: NDCG only (at most 10, so Recall@10 is 1 whatever the order). User 2: 12
+    rated, mixed: both."""
+    split = dataclasses.replace(make_split(_rated_world(n_users=50)[0], 0), explicit=True)
+    u = np.repeat([0, 1, 2], [3, 3, 12])
+    y = np.r_[[1, 1, 1], [1, 0, 0], [1, 0] * 6]
+    ndcg, recall = probes.ranked_users(split, u, y)
+    assert set(u[ndcg]) == {1, 2} and set(u[recall]) == {2}
+    every = probes.ranked_users(dataclasses.replace(split, explicit=False), u, y)
+    assert every[0].all() and every[1].all()
+
+
+def test_eligibility_falls_back_for_sparse_data_and_subsamples_large_data() -> None:
+    """Planted counts: 300 users with 12 events, 400 with 6, 100 with 3."""
+    counts = np.repeat([12, 6, 3], [300, 400, 100])
+    events = pd.DataFrame({C.USER_ID: np.repeat(np.arange(len(counts)), counts)})
+    users, info = eligible_users(events, ProtocolConfig(), 0)
+    # 300 users with >= 10 events are fewer than 500: the minimum drops to 5 (700 users)
+    assert info == {"min_events": 5, "eligible_users": 700, "users": 700} and len(users) == 700
+    users, info = eligible_users(events, ProtocolConfig(min_eligible_users=200), 0)
+    assert info["min_events"] == 10 and len(users) == 300  # enough: the rule stands
+    cfg = ProtocolConfig(max_users=250)
+    a, info = eligible_users(events, cfg, 0)
+    assert len(a) == 250 and info["eligible_users"] == 700 and set(a) <= set(range(700))
+    assert np.array_equal(a, eligible_users(events, cfg, 0)[0])  # one seed, one subsample
+    assert not np.array_equal(a, eligible_users(events, cfg, 1)[0])
+    assert np.all(np.diff(a) > 0)
+
+
+def test_friends_auc_reads_directed_trust_edges_either_way() -> None:
+    """Planted: trust edges point only from a higher user id to a lower one, each pair of
+    friends shares a vector; the probe must see them (an a < b filter saw none)."""
+    data = _rated_world(n_users=200)[0]
+    split = make_split(data, 0, ProtocolConfig(feedback="explicit"))
+    ids = split.user_ids
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    z[1::2] = z[0::2][: len(z[1::2])] + 0.01 * rng.normal(size=(len(z[1::2]), 8))
+    pairs = np.arange(1, len(ids), 2)
+    friends = pd.DataFrame({C.USER_ID: ids[pairs], C.FRIEND_ID: ids[pairs - 1]})
+    split = dataclasses.replace(split, data=dataclasses.replace(data, friends=friends))
+    assert probes.similar_probe(split, z)["similar"] > 0.95
+    assert probes.similar_absent(split.data) is None
+    assert "friends" in probes.similar_absent(data)
+
+
+def test_an_explicit_run_states_its_label_and_what_it_kept() -> None:
+    """The report header says how the label was read, who was kept and why a probe is absent;
+    the rating-level column shows on explicit data."""
+    from evaluation.report import to_markdown
+    from evaluation.runner import evaluate
+
+    data = _rated_world()[0]
+    run = evaluate(
+        data, [0], ["popularity", "random"], protocol=ProtocolConfig(feedback="explicit")
+    )
+    md = to_markdown(run)
+    assert "feedback: explicit: label = liked" in md
+    assert "kept: 600 users of 600 with >= 10 events, 60 items, 12000 events" in md
+    assert "similar users: absent (no friends / trust graph" in md
+    assert "genre probe: absent" in md and "rating level (Spearman)" in md
+    assert run.split_info[0]["scored_pairs_test"] > 0
+
+
+def test_every_built_in_loader_is_a_protocol_data_set() -> None:
+    from evaluation.protocol import DATASETS, EXPLICIT_FEEDBACK
+    from userrep.data.loaders import LOADERS
+
+    assert set(LOADERS) <= set(DATASETS) and "synthetic" in DATASETS
+    assert set(LOADERS) >= EXPLICIT_FEEDBACK and "movielens-100k" not in EXPLICIT_FEEDBACK
+    explicit = EvalData("ciao", *[pd.DataFrame()] * 3, rating_scale=(1.0, 5.0))
+    assert explicit.explicit("auto") and not explicit.explicit("implicit")
+    ml = dataclasses.replace(explicit, name="movielens-100k")
+    assert not ml.explicit("auto") and ml.explicit("explicit")
+
+
+def test_cli_refuses_an_unknown_or_inapplicable_feedback(tmp_path: Path) -> None:
+    bad = _evaluate_cli(tmp_path / "ws", "--feedback", "stars", "--methods", "random")
+    assert bad.exit_code != 0 and "unknown feedback 'stars'" in bad.output
+    no_ratings = _evaluate_cli(
+        tmp_path / "ws", "--feedback", "explicit", "--methods", "random", "--dataset", "synthetic"
+    )
+    assert no_ratings.exit_code != 0 and "synthetic has no ratings" in no_ratings.output

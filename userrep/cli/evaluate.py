@@ -24,8 +24,9 @@ def evaluate_cmd(
     dataset: Annotated[
         str,
         typer.Option(
-            help="synthetic | movielens-100k | lastfm-2k, or workspace: the events, users, "
-            "items and friends ingested into --workspace."
+            help="synthetic, a built-in data set (movielens-100k, lastfm-2k, tafeng, ciao, "
+            "movietweetings-100k; read from ../shared/datasets or $USERREP_DATASETS), or "
+            "workspace: the events, users, items and friends ingested into --workspace."
         ),
     ] = "synthetic",
     split: Annotated[
@@ -35,6 +36,15 @@ def evaluate_cmd(
             "random (for made-up timestamps). The built-in data sets have their fixed cut."
         ),
     ] = None,
+    feedback: Annotated[
+        str,
+        typer.Option(
+            help="auto | implicit | explicit. explicit: event weights are ratings; the label is "
+            "'liked' (rating >= the user's mean history rating) scored on rated pairs only. "
+            "auto: explicit for ciao and movietweetings-100k, implicit otherwise (MovieLens "
+            "keeps the bar's 'any future rating'; a workspace is implicit unless told).",
+        ),
+    ] = "auto",
     seed: Annotated[
         list[int] | None,
         typer.Option(
@@ -85,6 +95,10 @@ def evaluate_cmd(
         fail(f"unknown dataset {dataset!r}: choose from {', '.join((*DATASETS, WORKSPACE))}")
     if split is not None and dataset != WORKSPACE:
         fail(f"--split is for --dataset {WORKSPACE}: {dataset} has the protocol's fixed cut")
+    try:
+        protocol = ProtocolConfig(exclude_seen=exclude_seen, feedback=feedback)
+    except ValueError as err:
+        fail(str(err))
     for key in chosen:  # before any data is loaded: a typo fails in a second, not minutes
         try:
             method_factory(key)
@@ -123,7 +137,7 @@ def evaluate_cmd(
                 chosen,
                 switches,
                 settings.text_cache_path,
-                protocol=ProtocolConfig(exclude_seen=exclude_seen),
+                protocol=protocol,
                 command=command,
                 on_step=step,
             )
