@@ -32,6 +32,9 @@ class BuiltinDataset(StrEnum):
     synthetic = "synthetic"
     movielens_100k = "movielens-100k"
     lastfm_2k = "lastfm-2k"
+    tafeng = "tafeng"
+    ciao = "ciao"
+    movietweetings_100k = "movietweetings-100k"
 
 
 @app.command("ingest")
@@ -122,12 +125,7 @@ def _ingest_builtin(
         directory = path or loaders.dataset_dir(name)
         if directory is None or not directory.exists():
             fail(f"dataset {name} not found: pass --path or set USERREP_DATASETS")
-        load = (
-            loaders.load_movielens_100k
-            if dataset is BuiltinDataset.movielens_100k
-            else loaders.load_lastfm_2k
-        )
-        frames = load(directory)
+        frames = loaders.load_dataset(name, directory)
     tx.event_frame(frames.events, dataset.value)
     tx.users(frames.users)
     tx.items(frames.items)
