@@ -98,12 +98,13 @@ def alignment_lineage(settings: Settings, from_batch: str, batch_id: str) -> Lin
     Only alignment records count: parent_batch_id alone says where a batch came from, not
     that its space was mapped onto the parent's.
     """
-    chain, links = [batch_id], []
+    chain: list[str] = [batch_id]
+    links: list[dict[str, Any]] = []
     with session_scope(settings.metadata_db_url) as session:
         current = batch_id
         while current != from_batch:
-            record = batches.get_batch(session, current).alignment
-            parent = (record or {}).get("parent")
+            record = batches.get_batch(session, current).alignment or {}
+            parent = record.get("parent")
             if not parent:
                 why = f"batch {current} has no alignment record naming a parent"
                 return Lineage(False, chain, links, why)
@@ -451,7 +452,7 @@ def point_in_time_reference(
     info["vectors"] = "published"
     if frame[C.Z_U].isna().all():  # B was first published after label_time: embed it then
         found, snap = _vectors_at(settings, batch_id, label_time, labels[C.USER_ID].unique())
-        if not found:
+        if not found or snap is None:
             why = f"no feature snapshot at or before {label_time} to embed batch {batch_id} on"
             return Reference(None, info | {"available": False, "why": why})
         frame[C.Z_U] = [found.get(int(u)) for u in frame[C.USER_ID]]
@@ -461,7 +462,7 @@ def point_in_time_reference(
         model, fit = fit_evaluate(design, family, seed=split_seed, min_val_users=MIN_VAL_USERS)
     except ValueError as err:
         return Reference(None, info | {"available": False, "why": str(err)})
-    counts = {k: fit[k] for k in ("train_users", "val_users") if k in fit}
+    counts: dict[str, Any] = {k: fit[k] for k in ("train_users", "val_users") if k in fit}
     return Reference(model, info | {"available": True, **counts})
 
 

@@ -281,7 +281,7 @@ def paired_bootstrap(
     for name, s in scores.items():
         s = np.asarray(s)
         m = {"auc": multiclass_metrics(y, s)["macro_auc"] if s.ndim == 2 else auc(y, s)}
-        if scorers[name].recall_sum is not None:
+        if scorers[name].recall_sum is not None and queries is not None:
             m[f"recall@{k}"] = ranking_metrics(queries, y, s, k)[f"recall@{k}"]
         point[name] = m
     samples: dict[str, dict[str, list[np.ndarray]]] = {n: {m: [] for m in point[n]} for n in point}

@@ -24,6 +24,8 @@ from representation.inputs import InputLayout, to_matrix
 from userrep import columns as C
 
 T0 = pd.Timestamp("2030-01-01", tz="UTC")  # common as-of time after the shift
+
+
 def shift_to_cut(events: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Events and users with each user's times moved so their last event is at T0."""
     last = events.groupby(C.USER_ID)[C.TS].max()

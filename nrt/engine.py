@@ -216,24 +216,30 @@ class NrtEngine:
         states = self.state.load(users)
         ids, as_of = states.user_ids, states.as_of_us
         now_us = time.time_ns() // 1000
-        out_users, out_batches, out_z, out_t = [], [], [], []
+        # one online write per latent size (one per micro-batch when every batch has the same)
+        by_dim: dict[int, tuple[list[int], list[str], list[np.ndarray], list[int]]] = {}
         for group in self.serving.groups(served):
             x = feature_matrix(
                 states, group.vecs, group.layout, self.features
             )  # (n_users, input_dim)
             for sb in group.batches:
-                out_z.append(sb.encoder.embed(x))  # (n_users, latent_dim)
-                out_users += ids.tolist()
-                out_batches += [sb.batch_id] * len(ids)
-                out_t += as_of.tolist()
-        z = np.vstack(out_z).astype(np.float32)
-        self.writer.write(out_users, out_batches, z, out_t, now_us)
-        self.state.outbox_add(
-            [
-                (b, u, row.tobytes(), t, now_us)
-                for u, b, row, t in zip(out_users, out_batches, z, out_t, strict=True)
-            ]
-        )
+                z_b = sb.encoder.embed(x)  # (n_users, latent_dim)
+                u, b, z, t = by_dim.setdefault(z_b.shape[1], ([], [], [], []))
+                z.append(z_b)
+                u += ids.tolist()
+                b += [sb.batch_id] * len(ids)
+                t += as_of.tolist()
+        out_users: list[int] = []
+        for u, b, zs, t in by_dim.values():
+            z_all = np.vstack(zs).astype(np.float32)
+            self.writer.write(u, b, z_all, t, now_us)
+            self.state.outbox_add(
+                [
+                    (bi, ui, row.tobytes(), ti, now_us)
+                    for ui, bi, row, ti in zip(u, b, z_all, t, strict=True)
+                ]
+            )
+            out_users += u
         self._outbox_rows += len(out_users)
         self._outbox_oldest = self._outbox_oldest or now_us
         self.metrics.inc("online_rows_written", len(out_users))

@@ -189,15 +189,13 @@ class Handlers:
             batch_id = self._resolve(batch)  # only published batches
         except BatchError as err:
             return 404, {"detail": str(err)}
-        query = {
-            "features": [f"{C.USER_EMBEDDING_VIEW}:{C.Z_U}"],
-            "entity_rows": [{C.USER_ID: user_id, C.BATCH_ID: batch_id}],
-        }
+        features = [f"{C.USER_EMBEDDING_VIEW}:{C.Z_U}"]
+        rows = [{C.USER_ID: user_id, C.BATCH_ID: batch_id}]
         store = self.engine.store
         if self._async_read:
-            response = await store.get_online_features_async(**query)
+            response = await store.get_online_features_async(features, rows)
         else:
-            response = store.get_online_features(**query)
+            response = store.get_online_features(features, rows)
         got = response.to_dict(include_event_timestamps=True)
         z, stamp = got[C.Z_U][0], got[f"{C.Z_U}__ts"][0]
         if z is None:

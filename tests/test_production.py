@@ -20,9 +20,9 @@ import pytest
 from representation import batches
 from representation.pipeline import embedding_table
 from representation.serving import get_user_embeddings
+from tests.postgres import PostgresUnavailable, temporary_postgres_database
 from userrep import columns as C
 from userrep.db import session_scope, upgrade
-from tests.postgres import PostgresUnavailable, temporary_postgres_database
 from userrep.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

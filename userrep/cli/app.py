@@ -209,16 +209,16 @@ def emit_json(value: object) -> None:
 def emit_table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str = "") -> None:
     """Rows on stdout: a table on a terminal (ids and paths fold, never cut), else
     tab-separated lines with a header, for grep / cut / awk."""
-    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     if not out.is_terminal:
         print("\t".join(columns))
-        for row in rows:
+        for row in cells:
             print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
         return
     table = Table(title=title or None)
     for name in columns:
         table.add_column(name, overflow="fold")
-    for row in rows:
+    for row in cells:
         table.add_row(*row)
     out.print(table)
 

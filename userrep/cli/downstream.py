@@ -304,7 +304,8 @@ def list_cmd(as_json: JsonOpt = False) -> None:
         return
     rows = []
     for r in records:
-        score = r["metrics"].get("auc", r["metrics"].get("accuracy"))
+        metrics = dict(r["metrics"])  # type: ignore[call-overload]  # a JSON record
+        score = metrics.get("auc", metrics.get("accuracy"))
         rows.append(
             (
                 r["task"],

@@ -247,7 +247,7 @@ def batches_list_cmd(as_json: JsonOpt = False) -> None:
                 f"{r['as_of']:%Y-%m-%d %H:%M}",
                 r["latent_dim"],
                 f"{r['n_users'] or 0:,}",
-                ", ".join(r["pinned_models"]) or "-",
+                ", ".join(map(str, r["pinned_models"])) or "-",  # type: ignore[call-overload]
                 r["parent_batch_id"] or "-",
             )
             for r in records

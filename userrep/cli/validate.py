@@ -135,7 +135,8 @@ def validate_batch_cmd(
 
     batch_id = batch or newest_batch(state.settings)
     if batch_id is None:
-        return fail("no batch has published z_u: run `userrep embed` first")
+        fail("no batch has published z_u: run `userrep embed` first")
+        return
     _run(
         lambda: validate_batch(state.settings, batch_id, parse_time(as_of), reference, _now(now)),
         all_checks,
