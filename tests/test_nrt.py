@@ -479,7 +479,8 @@ def test_every_servable_batch_gets_its_own_vectors(built: Pipeline, tmp_path: Pa
             got, ts = online(engine, [user], batch_id)
             np.testing.assert_allclose(got, expected, atol=1e-6)
             assert pd.Timestamp(ts[0]) == t
-    assert not np.allclose(online(engine, [602], w.batch_id)[0], online(engine, [602], second)[0])
+    z_a, z_b = online(engine, [602], w.batch_id)[0], online(engine, [602], second)[0]
+    assert z_a.shape != z_b.shape or not np.allclose(z_a, z_b)  # each batch in its own space
     engine.close()
     restarted = make_engine(w, tmp_path)  # both batches remembered as caught up: no rewrite
     assert sorted(restarted.serving.batches) == sorted([w.batch_id, second])
