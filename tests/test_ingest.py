@@ -401,10 +401,10 @@ def test_killed_ingest_leftovers_are_ignored_and_cleaned(
     legacy = paths.events / ".tmp-abcd.parquet"
     legacy.write_bytes(b"half a parquet")
     with pytest.raises(duckdb.Error, match="magic"):  # what readers hit before cleanup
-        duckdb.sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone()
+        duckdb.connect().sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone()
     ingest_events(paths, write_csv(tmp_path / "b.csv", [f"2,2,{T0},1,x"]), MAPPING, now=NOW)
     assert not legacy.exists() and not killed.exists()
-    assert duckdb.sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone() == (2,)
+    assert duckdb.connect().sql(f"SELECT count(*) FROM {events_source(paths)}").fetchone() == (2,)
 
 
 def test_a_journaled_ingest_is_finished_by_the_next_writer(
