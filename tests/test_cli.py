@@ -1,4 +1,4 @@
-"""CLI conventions (issue 21): results on stdout, user mistakes as one `error:` line with
+"""CLI conventions: results on stdout, user mistakes as one `error:` line with
 exit code 2 and no traceback, --workspace before or after the subcommand, --json."""
 
 from __future__ import annotations
