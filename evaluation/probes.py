@@ -29,7 +29,7 @@ from userrep import columns as C
 
 log = logging.getLogger(__name__)
 LINEAR_C = 1.0  # inverse L2 strength of every logistic probe: sklearn's default, as in DESIGN
-LINEAR_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # linear_probe_cv's choices, weakest last
+LINEAR_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # linear_probe_cv's choices
 CV_FOLDS = 3  # linear_probe_cv: folds over probe-train users
 N_GENRES = 20  # genre probe classes: the most consumed genres / tags in history
 PURITY_K = 10
