@@ -40,8 +40,8 @@ from bench_serving import build_world, drop_world, machine, machine_line  # noqa
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PY = str(BIN / "python")
-IN_PROCESS_TARGET = 1.3  # issue 23: within 1.3x of plain Feast, p50 and p99
-HTTP_P99_SEQ_MS, HTTP_P99_CONC_MS, STALL_MS = 2.0, 10.0, 50.0  # issue 23's HTTP targets
+IN_PROCESS_TARGET = 1.3  # target: within 1.3x of plain Feast, p50 and p99
+HTTP_P99_SEQ_MS, HTTP_P99_CONC_MS, STALL_MS = 2.0, 10.0, 50.0  # the HTTP read path's targets
 
 
 def redis_up() -> bool:
@@ -201,7 +201,7 @@ def fmt_ms(*xs: float) -> str:
 
 
 def fmt_ratio(*xs: float) -> str:
-    return " / ".join(f"{x:.2f}" if x < 10 else f"{x:.0f}" for x in xs)
+    return " / ".join(f"{x:.3f}" if x < 0.1 else f"{x:.2f}" if x < 10 else f"{x:.0f}" for x in xs)
 
 
 def yes(ok: bool) -> str:
@@ -280,7 +280,7 @@ def http_table_rows(rows: list[dict]) -> list[list[str]]:
             name = "`feast serve` (defaults)"
         met = ""
         if r["server"].startswith("userrep"):
-            met = yes(r["p99_ms"] <= p99_target and r["max_ms"] <= STALL_MS and not r["failed"])
+            met = yes(r["p99_ms"] <= p99_target and not r["stalls"] and not r["failed"])
         out.append(
             [
                 f"HTTP, {r['store']}, 1 user, {r['mode']}",
@@ -368,8 +368,8 @@ def batch_rows(b: dict, users: int, epochs: int) -> list[list[str]]:
                 "bench_train.py: same model, random data in memory",
                 f"{b['model_train']:,.0f}",
                 f"{b['pipeline_train'] / b['model_train']:.2f}",
-                ">= 50,000 (issue 23, at 200 k users, quiet)",
-                yes(b["pipeline_train"] >= 50_000),
+                ">= 50,000 (at 200 k users, quiet)",
+                "not this size",
                 f"{b['pipeline_load']:.2f}",
             ]
         )
@@ -417,6 +417,7 @@ def markdown(result: dict) -> str:
         "jobs shared the machine, so absolute figures move with the load; each ratio compares "
         "two figures measured side by side in the same run.",
         "",
+        *load_warning(result),
         f"In-process: {result['serving_calls']:,} timed calls per method and repetition after "
         "200 warm-up calls, methods alternating in blocks of 100; latency in ms as p50 / p99, "
         f"medians of {result['reps']} repetitions. The in-process anchor is Feast's read with "
@@ -433,6 +434,22 @@ def markdown(result: dict) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += ["", *http_notes(result["http"]), "", *import_section(result.get("import"))]
     return "\n".join(lines) + "\n"
+
+
+def load_warning(result: dict) -> list[str]:
+    """A run on an overloaded machine says so: its ms figures are not the machine's quiet ones."""
+    cores = result["machine_start"]["cores"] or 1
+    loads = [result["machine_start"]["load"], result["machine_end"]["load"]]
+    loads += [r["load"] for r in result["serving"] + result["http"]]
+    if min(loads) <= cores:
+        return []
+    return [
+        f"**The load average stayed above the core count ({min(loads):.1f} to {max(loads):.1f} "
+        f"on {cores} cores) for the whole run**: every latency in ms here includes waiting for a "
+        "core, so the targets in ms are not judged on a quiet machine; the ratios are the "
+        "comparison that holds.",
+        "",
+    ]
 
 
 def http_notes(http: list[dict]) -> list[str]:
@@ -504,7 +521,14 @@ def main() -> None:
     parser.add_argument("--online-store", nargs="+", choices=["sqlite", "redis"])
     parser.add_argument("--world-users", type=int, default=2000)
     parser.add_argument("--batch-users", type=int, default=20_000)
+    parser.add_argument(
+        "--from-json", type=Path, help="write the page from a --json file, measure nothing"
+    )
     args = parser.parse_args()
+    if args.from_json:
+        args.out.write_text(markdown(json.loads(args.from_json.read_text())))
+        print(f"wrote {args.out}")
+        return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     stores = args.online_store or (["sqlite", "redis"] if redis_up() else ["sqlite"])
     reps = 1 if args.quick else 3
