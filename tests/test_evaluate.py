@@ -607,3 +607,46 @@ def test_cli_refuses_an_unknown_or_inapplicable_feedback(tmp_path: Path) -> None
         tmp_path / "ws", "--feedback", "explicit", "--methods", "random", "--dataset", "synthetic"
     )
     assert no_ratings.exit_code != 0 and "synthetic has no ratings" in no_ratings.output
+
+
+def test_mult_vae_keeps_the_most_popular_items_and_a_bounded_number_of_updates(
+    data: EvalData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planted bounds: at most 40 items (the 40 in most users' histories) and 12 updates,
+    i.e. 2 epochs of 5 batches of 128 over the 600 users."""
+    from evaluation import methods
+
+    monkeypatch.setattr(methods, "MULT_VAE_MAX_VOCAB", 40)
+    monkeypatch.setattr(methods, "MULT_VAE_MAX_UPDATES", 12)
+    split = make_split(data, 0)
+    ctx = make_context(split)
+    vae = make_method("mult-vae")
+    vae.fit(ctx)
+    users = np.asarray((split.hist > 0).sum(axis=0)).ravel()
+    top = set(np.argsort(-users, kind="stable")[:40])
+    assert set(vae.model.vocab) <= top and len(vae.model.vocab) == 40
+    steps = -(-len(split.user_ids) // vae.model.cfg.batch_size)
+    assert vae.model.cfg.epochs == 12 // steps == 2
+    z = vae.embed(ctx, split.user_ids[:5], split.history)
+    assert z.shape == (5, vae.model.cfg.latent_dim)
+
+
+def test_sasrec_reads_each_users_items_in_time_order(data: EvalData) -> None:
+    from evaluation.methods import sequences
+
+    split = make_split(data, 0)
+    ids = split.user_ids[:3]
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    items = split.item_ids
+    events = pd.DataFrame(
+        {
+            C.USER_ID: [ids[0], ids[0], ids[0], ids[2], ids[2]],
+            C.ITEM_ID: [items[5], items[7], PLANTED_ITEM, items[1], items[2]],
+            C.TS: [t0 + pd.Timedelta(days=d) for d in (2, 1, 0, 0, 0)],
+            C.EVENT_ID: ["a", "b", "c", "e2", "e1"],  # a tie in time: event id decides
+        }
+    )
+    seqs = sequences(split, ids, events)
+    assert [s.tolist() for s in seqs] == [[7, 5], [], [2, 1]]  # unknown item dropped
+    with pytest.raises(ValueError, match="sorted"):
+        sequences(split, ids[::-1], events)
