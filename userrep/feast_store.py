@@ -154,20 +154,28 @@ def apply_repo(settings: Settings) -> FeatureStore:
     return store
 
 
-_STORES: dict[str, FeatureStore] = {}
+_STORES: dict[tuple[str, ...], FeatureStore] = {}
 
 
-def _key(settings: Settings) -> str:
-    return json.dumps(repo_config_dict(settings), sort_keys=True)
+def _key(settings: Settings) -> tuple[str, ...]:
+    registry = settings.registry_url or ""
+    return (
+        str(settings.workspace),
+        settings.online_store,
+        settings.project,
+        registry,
+        settings.redis_url,
+    )
 
 
 def store(settings: Settings) -> FeatureStore:
     """The workspace's FeatureStore, one per process; applies the repo first only when it was
     never applied or its declarations or config changed since."""
+    key = _key(settings)
     fingerprint = _fingerprint_file(settings)
+    if key in _STORES and fingerprint.exists():  # compared once per process: then one stat
+        return _STORES[key]
     if not fingerprint.exists() or fingerprint.read_text() != repo_fingerprint(settings):
         return apply_repo(settings)
-    key = _key(settings)
-    if key not in _STORES:
-        _STORES[key] = feature_store(settings)
+    _STORES[key] = feature_store(settings)
     return _STORES[key]
