@@ -79,7 +79,9 @@ def run_pipeline(settings: Settings, data: synthetic.SyntheticData, epochs: int 
     earlier = end - pd.Timedelta(days=7)
     for t in (earlier, end):
         build.build_snapshot(settings, t)
-    batch_id = pipeline.train_batch(settings, end, None, TrainConfig(epochs=epochs, seed=0))
+    # select=False: the tests read the default 64-d z_u (tests/test_selection.py covers choosing)
+    cfg = TrainConfig(epochs=epochs, seed=0, select=False)
+    batch_id = pipeline.train_batch(settings, end, None, cfg)
     pipeline.embed_batch(settings, batch_id, end)
     return Pipeline(settings, data, end, earlier, batch_id)
 

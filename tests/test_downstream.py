@@ -98,7 +98,9 @@ def ws(built: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     try:
         # 30 epochs (early stopping on): at 12 the held-out loss was still falling at the last
         # epoch, and the cold-start check below sat at chance on an under-trained encoder
-        batch_id = pipeline.train_batch(settings, t, None, TrainConfig(epochs=30, seed=0))
+        batch_id = pipeline.train_batch(
+            settings, t, None, TrainConfig(epochs=30, seed=0, select=False)
+        )
     finally:
         torch.set_num_threads(threads)
     pipeline.embed_batch(settings, batch_id, t)

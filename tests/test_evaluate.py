@@ -159,7 +159,7 @@ def _fit_zu(data: EvalData, text_cache: Path, recipe: str):
     zu = ZuMethod(recipe)
     zu.fit(ctx)
     z = zu.embed(ctx, split.user_ids, split.history)
-    assert z.shape == (len(split.user_ids), 64)
+    assert z.shape == (len(split.user_ids), zu.encoder.latent_dim)
     return split, ctx, zu, z
 
 
