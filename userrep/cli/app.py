@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -149,6 +150,8 @@ def main(
     # parallel region make torch ~10x slower when other jobs share the cores; passive waiting
     # keeps 2 threads ahead of 1 (bench/bench_train.py: 1-2k vs 24k users/s at load 6)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # third-party deprecation notices (ibis under Feast, ...) are not the user's to act on
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
