@@ -1,4 +1,4 @@
-"""The three-retrain study of aligned batches (issue 9): does a future-listening GBDT trained on
+"""The three-retrain study of aligned batches: does a future-listening GBDT trained on
 the first batch survive three autoencoder retrains, each on newer data, when it is fed the
 aligned later batches instead of being retrained?
 
@@ -13,6 +13,10 @@ GBDT_0 (LightGBM on user z_u + item popularity + item collab vector) is fitted o
 For k = 1..3 and each method (none, procrustes, bct, bct+procrustes; each its own chain of
 parents) it prints GBDT_0's test AUC on batch k, a GBDT retrained on batch k, the gap, the
 linear-probe AUC of batch k, the fit to the parent and the alignment cost / training time.
+
+Seed s trains the autoencoders with seeds 100 s + k and splits users with split seed s (before
+the split hash mixed in the seed, every seed shared one split; docs/alignment.md marks those
+figures). bench/bench_align_real.py runs the study on Ta-Feng through the platform itself.
 
 "Retrained on batch k" is point-in-time correct: when batch k is published at t_k, the newest
 complete labels are window k-1's, so the downstream team refits on batch k's vectors of the
@@ -114,7 +118,9 @@ class Window:
     split: np.ndarray  # (n_users,) train / val / test
 
 
-def window(world: World, vecs: ItemVectors, known: np.ndarray, k: int) -> Window:
+def window(
+    world: World, vecs: ItemVectors, known: np.ndarray, k: int, split_seed: int = 0
+) -> Window:
     t, t_next = world.cuts[k], world.cuts[k + 1]
     ev = world.events
     past, fut = ev[ev[C.TS] < t], ev[(ev[C.TS] >= t) & (ev[C.TS] < t_next)]
@@ -127,7 +133,7 @@ def window(world: World, vecs: ItemVectors, known: np.ndarray, k: int) -> Window
     y[rows, pd.Index(cand).get_indexer(played[C.ITEM_ID])] = 1
     collab = vecs.collab[vecs.index(cand)]
     items = np.hstack([np.log1p(pop.to_numpy()[:N_ITEMS])[:, None], collab]).astype(np.float32)
-    return Window(users, y, items, split_users(users, seed=0))
+    return Window(users, y, items, split_users(users, seed=split_seed))
 
 
 def _pairs(z: np.ndarray, w: Window, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +233,7 @@ def study(world: World, weight: float, text_cache: Path, seed: int = 0) -> list[
     horizons = tuple(h.name for h in C.DEFAULT_HORIZONS)
     layout = InputLayout(horizons, vecs.collab.shape[1], vecs.content.shape[1])
     snaps = [snapshot(world, vecs, layout, t) for t in world.cuts[:4]]
-    wins = [window(world, vecs, snaps[k][0], k) for k in range(4)]
+    wins = [window(world, vecs, snaps[k][0], k, seed) for k in range(4)]  # seed: split too
     b0 = Batch(train(snaps[0][1], layout, 100 * seed, weight)[0])
     z0 = _window_z(b0, snaps[0], wins[0])
     gbdt0 = fit_gbdt(z0, wins[0])
