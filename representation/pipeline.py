@@ -115,7 +115,7 @@ def train_batch(
             batch_id=batch_id,
             as_of=as_of.to_pydatetime(),
             feature_service=C.ENCODER_INPUT_SERVICE,
-            latent_dim=cfg.latent_dim,
+            latent_dim=result.config.latent_dim,  # the chosen size, not the default
             artifact_path=str(art_dir),
             artifact_sha256=sha,
             metrics=_jsonable(result.metrics),
