@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from representation import batches
+from representation.inputs import InputLayout
 from userrep import columns as C
 from userrep.db import BatchStatus, TargetKind, latest_validation_run, session_scope
 from userrep.feast_store import feature_store
@@ -45,16 +46,11 @@ def curated_features(settings: Settings) -> list[str]:
 
 
 def raw_features(settings: Settings) -> list[str]:
-    """encoder_input_v2 in full: what the autoencoder reads, without the autoencoder."""
-    hist = []
-    for h in settings.horizon_list:
-        hist += [C.vector_feature(m, h) for m in C.MODALITIES]
-        hist += [C.count_feature(h), C.weight_feature(h)]
-    hist += [C.RECENCY_DAYS, C.N_DISTINCT_ITEMS, C.DIVERSITY]
-    onb = [C.DEMO_VEC, C.ONBOARD_COLLAB, C.ONBOARD_CONTENT, C.N_ONBOARDING, C.DAYS_SINCE_SIGNUP]
-    return [f"{C.USER_HISTORY_VIEW}:{f}" for f in hist] + [
-        f"{C.USER_ONBOARDING_VIEW}:{f}" for f in onb
-    ]
+    """encoder_input_v2 in full: what the autoencoder reads, without the autoencoder (read
+    from the input layout itself, so it follows every change to the encoder's input)."""
+    layout = InputLayout(tuple(h.name for h in settings.horizon_list), 1, 1)
+    views = {"onboarding": C.USER_ONBOARDING_VIEW}
+    return [f"{views.get(group, C.USER_HISTORY_VIEW)}:{name}" for name, group, _ in layout.widths()]
 
 
 def onboarding_features() -> list[str]:
