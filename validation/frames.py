@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from representation.batches import get_batch
 from representation.encoders import current_version
 from representation.features import DEMO_DIM, snapshot_name
+from representation.inputs import InputLayout
 from userrep import columns as C
 from userrep.db import session_scope
 from userrep.settings import Settings
@@ -48,13 +49,11 @@ def features_frame(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def vector_widths(settings: Settings) -> dict[str, int]:
-
+    """Every vector feature of the encoder input and its width, read from the input layout."""
     collab, content = encoder_dims(settings, current_version(settings.paths))
-    widths = {}
-    for h in settings.horizon_list:
-        widths[C.vector_feature("collab", h)] = collab
-        widths[C.vector_feature("content", h)] = content
-    return widths | {C.DEMO_VEC: DEMO_DIM, C.ONBOARD_COLLAB: collab, C.ONBOARD_CONTENT: content}
+    layout = InputLayout(tuple(h.name for h in settings.horizon_list), collab, content)
+    vectors = {name: width for name, _, width in layout.widths() if width > 1}
+    return vectors | {C.DEMO_VEC: DEMO_DIM}
 
 
 def zu_files(settings: Settings, batch_id: str) -> dict[pd.Timestamp, Path]:

@@ -152,6 +152,9 @@ def features_suite(
         C.RECENCY_DAYS,
         C.N_DISTINCT_ITEMS,
         C.DIVERSITY,
+        C.LEVEL_MEAN,
+        C.LEVEL_STD,
+        C.DISLIKED_SHARE,
         C.N_ONBOARDING,
         C.DAYS_SINCE_SIGNUP,
     ]
@@ -162,6 +165,9 @@ def features_suite(
     for column in (*counts, *weights, C.RECENCY_DAYS, C.N_ONBOARDING, C.DAYS_SINCE_SIGNUP):
         specs.append(between(column, 0, None))
     specs += [between(C.N_DISTINCT_ITEMS, 1, None), between(C.DIVERSITY, 0.0, 1.0 + 1e-6)]
+    # ln(1 + weight) of non-negative weights; the share of items below the user's own mean
+    specs += [between(C.LEVEL_MEAN, 0, None), between(C.LEVEL_STD, 0, None)]
+    specs += [between(C.DISLIKED_SHARE, 0.0, 1.0)]
     for shorter, longer in zip(counts, counts[1:], strict=False):  # horizons nest
         specs.append(
             Spec(
