@@ -55,7 +55,13 @@ def ingest_cmd(
     ts_unit: Annotated[
         str | None, typer.Option(help="Unit of numeric timestamps (s, ms, us).")
     ] = None,
-    dataset: Annotated[BuiltinDataset | None, typer.Option(help="Built-in dataset loader.")] = None,
+    dataset: Annotated[
+        BuiltinDataset | None,
+        typer.Option(
+            help="Built-in dataset loader: " + ", ".join(d.value for d in BuiltinDataset) + ".",
+            metavar="NAME",
+        ),
+    ] = None,
     path: Annotated[
         Path | None, typer.Option(help="Dataset directory (default: shared/datasets/...).")
     ] = None,
