@@ -132,11 +132,13 @@ def test_cold_history_is_each_users_first_events(data: EvalData) -> None:
 def test_ablation_drops_exactly_the_named_blocks() -> None:
     layout = InputLayout(("7d", "30d", "180d", "all"), 64, 32)
     blocks = layout.blocks()
+    # the liked / disliked means and the three level scalars summarise all history: they go
+    # with the "all" horizon, and the liked / disliked means with their modality
     expected = {
         "7d": 64 + 32 + 2,
-        "all": 64 + 32 + 2,
-        "collab": 4 * 64 + 64,  # every horizon's collab mean + the onboarding picks' one
-        "content": 4 * 32 + 32,
+        "all": 64 + 32 + 2 + 2 * 64 + 2 * 32 + 3,
+        "collab": 4 * 64 + 2 * 64 + 64,  # every horizon's mean, liked, disliked, onboarding
+        "content": 4 * 32 + 2 * 32 + 32,
         "stats": 3,
         "onboarding": DEMO_DIM + 64 + 32 + 2,
     }
@@ -145,7 +147,7 @@ def test_ablation_drops_exactly_the_named_blocks() -> None:
         assert len(cols) == layout.dim - width, switch
         assert kept[-1].stop == len(cols) and kept[0].start == 0
     cols, _ = ablate(blocks, ["7d", "content"])
-    assert len(cols) == layout.dim - (64 + 32 + 2) - (4 * 32 + 32) + 32
+    assert len(cols) == layout.dim - (64 + 32 + 2) - (4 * 32 + 2 * 32 + 32) + 32
     assert set(expected) <= set(ABLATION_SWITCHES)
     with pytest.raises(ValueError):
         ablate(blocks, ["1y"])
@@ -176,7 +178,8 @@ def test_zu_beats_random_on_the_linear_probe(data: EvalData, text_cache: Path) -
     assert probes.similar_probe(split, z)["similar"] > 2 / SMALL.n_clusters
     dropped = ZuMethod(zu.recipe.without(("content",)))
     dropped.fit(ctx)
-    assert len(dropped.cols) == len(zu.cols) - 5 * zu.vecs.content.shape[1]
+    # content: four horizon means, the liked and disliked means and the onboarding picks' mean
+    assert len(dropped.cols) == len(zu.cols) - 7 * zu.vecs.content.shape[1]
 
 
 def _evaluate_cli(ws: Path, *args: str):
