@@ -57,6 +57,7 @@ RECIPES = {
     "no-tags": Recipe("no-tags", train={"tag_weight": 0.0}),
     "exact-items": Recipe("exact-items", train={"item_sample": 0}),
     "latent-128": Recipe("latent-128", model={"latent_dim": 128}),
+    "no-select": Recipe("no-select", train={"select": False}),  # the defaults, not chosen
 }
 
 

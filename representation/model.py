@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from userrep import columns as C
+
 
 @dataclass(frozen=True)
 class InputBlock:
@@ -169,11 +171,29 @@ class UserAutoencoder(nn.Module):
         return recon, z
 
 
-# input blocks an ablation can drop: a horizon, a modality, the onboarding or the stats group
-ABLATION_SWITCHES = ("7d", "30d", "180d", "all", "collab", "content", "onboarding", "stats")
+# input blocks an ablation can drop: a horizon, a modality, the onboarding or the stats group,
+# or the level and polarity of feedback (the liked / disliked means and the level scalars)
+ABLATION_SWITCHES = (
+    "7d",
+    "30d",
+    "180d",
+    "all",
+    "collab",
+    "content",
+    "onboarding",
+    "stats",
+    "feedback",
+)
+_FEEDBACK_BLOCKS = frozenset(
+    [C.liked_feature(m) for m in C.MODALITIES]
+    + [C.disliked_feature(m) for m in C.MODALITIES]
+    + [C.LEVEL_MEAN, C.LEVEL_STD, C.DISLIKED_SHARE]
+)
 
 
 def _matches(block: InputBlock, switch: str) -> bool:
+    if switch == "feedback":
+        return block.name in _FEEDBACK_BLOCKS
     return (
         block.group == switch
         or block.name.startswith(f"{switch}_")

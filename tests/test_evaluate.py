@@ -141,6 +141,7 @@ def test_ablation_drops_exactly_the_named_blocks() -> None:
         "content": 4 * 32 + 2 * 32 + 32,
         "stats": 3,
         "onboarding": DEMO_DIM + 64 + 32 + 2,
+        "feedback": 2 * 64 + 2 * 32 + 3,
     }
     for switch, width in expected.items():
         cols, kept = ablate(blocks, [switch])

@@ -212,7 +212,7 @@ def compare_cmd(
         str | None,
         typer.Option(
             help="Retrain z_u without input blocks, one run per comma item (a+b: both at once): "
-            "7d,30d,180d,all,collab,content,onboarding,stats."
+            "7d,30d,180d,all,collab,content,onboarding,stats,feedback."
         ),
     ] = None,
     folds: Annotated[

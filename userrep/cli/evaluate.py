@@ -55,7 +55,7 @@ def evaluate_cmd(
         str | None,
         typer.Option(
             help="z_u input blocks to drop, one run each: 7d,30d,180d,all,collab,content,"
-            "onboarding,stats."
+            "onboarding,stats,feedback (the liked / disliked means and the level scalars)."
         ),
     ] = None,
     methods: Annotated[
