@@ -227,6 +227,7 @@ def pair_metrics(
 ) -> dict[str, float]:
     """Pooled AUC over the scored pairs; Recall / NDCG@10 ranking each user's unseen candidates
     (ranked_users: which users count)."""
+    pooled = auc(y, scores)
     unseen = split.unseen()[u, j]
     u, y, scores = u[unseen], y[unseen], scores[unseen]
     for_ndcg, for_recall = ranked_users(split, u, y)
@@ -236,7 +237,7 @@ def pair_metrics(
     )
     enough = lambda m, key: m[key] if m["users"] >= MIN_RANKED_USERS else float("nan")  # noqa: E731
     return {
-        "gbdt_auc": auc(y, scores),
+        "gbdt_auc": pooled,
         f"recall@{RANK_K}": enough(recall, f"recall@{RANK_K}"),
         f"ndcg@{RANK_K}": enough(ndcg, f"ndcg@{RANK_K}"),
     }

@@ -527,6 +527,23 @@ def test_explicit_probes_score_taste_not_exposure() -> None:
     assert probes.rating_level_probe(implicit, knows) == {}  # implicit data: no column
 
 
+def test_gbdt_auc_pools_every_scored_pair_and_ranking_skips_history_items(data: EvalData) -> None:
+    """Planted: scores are exact on the candidates already in a user's history (re-consumption)
+    and a coin flip on the rest. The pooled AUC counts both; Recall / NDCG rank unseen ones only."""
+    split = make_split(data, seed=0)
+    seen = ~split.unseen()
+    assert seen.any() and (~seen).any()
+    u, j = np.nonzero(np.ones_like(seen))
+    y = split.labels()[u, j]
+    rng = np.random.default_rng(0)
+    scores = np.where(seen[u, j], y + 0.01 * rng.random(len(y)), rng.random(len(y)))
+    every = probes.pair_metrics(split, u, j, y, scores)
+    unseen = ~seen[u, j]
+    only = probes.pair_metrics(split, u[unseen], j[unseen], y[unseen], scores[unseen])
+    assert abs(only["gbdt_auc"] - 0.5) < 0.05 < every["gbdt_auc"] - 0.5
+    assert every["recall@10"] == only["recall@10"] and every["ndcg@10"] == only["ndcg@10"]
+
+
 def test_explicit_rankings_count_only_users_whose_order_can_be_wrong() -> None:
     """User 0: 3 rated candidates, all liked (any order scores the same): out. User 1: 3
     rated, mixed: NDCG only (at most 10, so Recall@10 is 1 whatever the order). User 2: 12
