@@ -79,10 +79,15 @@ class Settings(BaseSettings):
     def metadata_db_url(self) -> str:
         return self.metadata_url or f"sqlite:///{self.paths.metadata_db}"
 
+    def feast_env(self) -> dict[str, str]:
+        """What the feature repo's declarations read (feature_repo/ is imported by Feast's own
+        CLI too, which gets no Settings)."""
+        return {WORKSPACE_ENV: str(self.workspace), HORIZONS_ENV: self.horizons}
+
     def export_env(self) -> None:
-        """Expose the workspace to child `feast` processes and the feature repo's declarations."""
-        os.environ[WORKSPACE_ENV] = str(self.workspace)
-        os.environ[HORIZONS_ENV] = self.horizons
+        """Set feast_env() in this process, before the feature repo is imported
+        (feast_store.load_repo_modules, the one caller outside tests and benchmarks)."""
+        os.environ.update(self.feast_env())
 
 
 @dataclass(frozen=True)

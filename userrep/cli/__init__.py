@@ -1,8 +1,23 @@
-"""The `userrep` CLI: `app` plus the modules that register its commands, in pipeline order."""
+"""The `userrep` CLI: the top-level `app` (userrep/cli/app.py) and each stage's commands."""
 
-# fmt: off
-from userrep.cli import data, representation, validate, downstream, compat, nrt, serve, report, demo, evaluate  # noqa: F401,I001  (registration order = help order)
-# fmt: on
+from userrep.cli import (
+    compat,
+    data,
+    demo,
+    downstream,
+    evaluate,
+    nrt,
+    report,
+    representation,
+    serve,
+    validate,
+)
 from userrep.cli.app import app
+
+# pipeline order is help order
+for _stage in (data, representation, validate, downstream, nrt, serve, report, demo, evaluate):
+    app.add_typer(_stage.commands)
+representation.batches_app.command("compat")(compat.batches_compat_cmd)
+downstream.downstream_app.command("repin")(compat.repin_cmd)
 
 __all__ = ["app"]

@@ -48,6 +48,9 @@ EXIT_USER_ERROR = 2
 
 
 class State:
+    """The running command's settings and flags, set anew by the top-level callback at every
+    invocation (and by --workspace after a subcommand)."""
+
     settings: Settings
     debug: bool = False
 
@@ -74,7 +77,6 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def _set_workspace(_ctx: object, _param: object, value: Path | None) -> None:
     if value is not None:
         state.settings = Settings(workspace=value)
-        state.settings.export_env()
 
 
 def _add_workspace_option(group: TyperGroup, template: TyperOption) -> None:
@@ -119,10 +121,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"max_content_width": 120},
 )
-encoders_app = typer.Typer(help="Modality encoders (item vectors).", no_args_is_help=True)
-features_app = typer.Typer(help="Point-in-time user input features in Feast.", no_args_is_help=True)
-app.add_typer(encoders_app, name="encoders")
-app.add_typer(features_app, name="features")
 
 
 @app.callback()
@@ -164,7 +162,6 @@ def main(
         logging.getLogger(name).setLevel(logging.WARNING)
     state.debug = debug
     state.settings = Settings(workspace=workspace) if workspace else Settings()
-    state.settings.export_env()
 
 
 def parse_time(value: str | None) -> pd.Timestamp | None:

@@ -2,7 +2,8 @@
 
 Thin wrappers over downstream/compat.py: check a pinned model against a newer batch (alignment
 lineage + a paired bootstrap over test users), then move its pin without retraining once the
-record says compatible (or with --force REASON, which is recorded).
+record says compatible (or with --force REASON, which is recorded). userrep/cli/__init__.py
+registers them in the `batches` and `downstream` groups.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Annotated
 import typer
 
 from userrep.cli.app import console, fail, parse_time, state
-from userrep.cli.downstream import downstream_app
-from userrep.cli.representation import batches_app
 
 
-@batches_app.command("compat")
 def batches_compat_cmd(
     batch_id: Annotated[str, typer.Argument(help="The newer batch B.")],
     model: Annotated[str, typer.Option(help="Downstream model id pinned to an older batch.")],
@@ -76,7 +74,6 @@ def batches_compat_cmd(
     )
 
 
-@downstream_app.command("repin")
 def repin_cmd(
     model_id: Annotated[str, typer.Argument(help="Downstream model id.")],
     batch: Annotated[str, typer.Option(help="Batch to pin to (needs a compatible record).")],

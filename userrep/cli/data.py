@@ -12,7 +12,13 @@ import pandas as pd
 import typer
 from rich.progress import track
 
-from userrep.cli.app import app, console, encoders_app, fail, features_app, parse_time, state
+from userrep.cli.app import console, fail, parse_time, state
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
+encoders_app = typer.Typer(help="Modality encoders (item vectors).", no_args_is_help=True)
+features_app = typer.Typer(help="Point-in-time user input features in Feast.", no_args_is_help=True)
+commands.add_typer(encoders_app, name="encoders")
+commands.add_typer(features_app, name="features")
 
 
 @contextmanager
@@ -37,7 +43,7 @@ class BuiltinDataset(StrEnum):
     movietweetings_100k = "movietweetings-100k"
 
 
-@app.command("ingest")
+@commands.command("ingest")
 def ingest_cmd(
     source: Annotated[
         Path | None, typer.Argument(help="Events CSV / parquet (omit with --dataset).")

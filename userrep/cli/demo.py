@@ -9,10 +9,15 @@ import typer
 
 from downstream.label_times import DEFAULT_HOLDOUT
 from userrep import columns as C
-from userrep.cli.app import app, console, state
+from userrep.cli.app import console, fail, init_cmd, state
+from userrep.cli.data import BuiltinDataset, encoders_build_cmd, features_build_cmd, ingest_cmd
+from userrep.cli.report import report_cmd
+from userrep.cli.representation import embed_cmd, train_cmd
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 
-@app.command("demo")
+@commands.command("demo")
 def demo_cmd(
     n_users: Annotated[int, typer.Option(help="Synthetic users.")] = 3000,
     snapshots: Annotated[
@@ -42,9 +47,6 @@ def demo_cmd(
     newest online), so downstream labels at each week are leak-free and cover many users."""
     from downstream.label_times import WEEK, holdout_start
     from representation.build import last_event_time
-    from userrep.cli.app import fail, init_cmd
-    from userrep.cli.data import BuiltinDataset, encoders_build_cmd, features_build_cmd, ingest_cmd
-    from userrep.cli.representation import embed_cmd, train_cmd
 
     if dataset not in {d.value for d in BuiltinDataset}:
         fail(
@@ -72,7 +74,6 @@ def _downstream_report(settings) -> None:
     """Write the report (metrics at every label time of the batch, costs, projection, loss
     curves) and print its path."""
     from representation.batches import active_batch
-    from userrep.cli.report import report_cmd
     from userrep.db import session_scope
 
     with session_scope(settings.metadata_db_url) as session:

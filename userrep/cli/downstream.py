@@ -13,7 +13,6 @@ import numpy as np
 import typer
 
 from userrep.cli.app import (
-    app,
     console,
     emit_json,
     emit_table,
@@ -23,11 +22,13 @@ from userrep.cli.app import (
     state,
 )
 
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
+
 downstream_app = typer.Typer(
     help="Downstream models on z_u: training sets, GBDTs pinned to a batch, baselines.",
     no_args_is_help=True,
 )
-app.add_typer(downstream_app, name="downstream")
+commands.add_typer(downstream_app, name="downstream")
 
 TaskOpt = Annotated[str, typer.Option(help="future-listening | genre-preference.")]
 AsOfOpt = Annotated[str | None, typer.Option(help="Label time T (default: the batch's as-of).")]

@@ -12,14 +12,16 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from userrep.cli.app import app, console, fail, state
+from userrep.cli.app import console, fail, state
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-@app.command("evaluate")
+@commands.command("evaluate")
 def evaluate_cmd(
     dataset: Annotated[
         str,

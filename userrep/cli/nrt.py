@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from userrep.cli.app import app, console, emit_json, fail, require_workspace, state
+from userrep.cli.app import console, emit_json, fail, require_workspace, state
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 nrt_app = typer.Typer(
     help="Near-real-time z_u: event service, stream consumer, sender.", no_args_is_help=True
 )
-app.add_typer(nrt_app, name="nrt")
+commands.add_typer(nrt_app, name="nrt")
 log = logging.getLogger("userrep.nrt")
 
 StatePath = Annotated[

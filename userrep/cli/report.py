@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
-from userrep.cli.app import app, console, fail, parse_time, state
+from userrep.cli.app import console, fail, parse_time, state
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 
-@app.command("report")
+@commands.command("report")
 def report_cmd(
     batch: Annotated[str | None, typer.Option(help="z_u batch (default: the active one).")] = None,
     as_of: Annotated[

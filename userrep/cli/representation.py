@@ -11,7 +11,6 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from userrep.cli.app import (
-    app,
     console,
     db_url,
     emit_json,
@@ -23,8 +22,10 @@ from userrep.cli.app import (
 )
 from userrep.cli.data import locked
 
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
+
 batches_app = typer.Typer(help="z_u batches: list, show, promote, retire.", no_args_is_help=True)
-app.add_typer(batches_app, name="batches")
+commands.add_typer(batches_app, name="batches")
 
 
 def _latest_snapshot() -> object:
@@ -36,7 +37,7 @@ def _latest_snapshot() -> object:
     return times[-1]
 
 
-@app.command("train")
+@commands.command("train")
 def train_cmd(
     as_of: Annotated[
         str | None, typer.Option(help="Snapshot to train on (default: newest).")
@@ -121,7 +122,7 @@ def train_cmd(
     print(batch_id)
 
 
-@app.command("embed")
+@commands.command("embed")
 def embed_cmd(
     batch: Annotated[
         str | None, typer.Option(help="Batch to embed with (default: newest).")
@@ -301,7 +302,7 @@ def _lifecycle(action: str, batch_id: str, **kwargs: object) -> None:
     console.print(f"batch {batch_id}: {status}")
 
 
-@app.command("export-embeddings")
+@commands.command("export-embeddings")
 def export_cmd(
     out: Annotated[Path, typer.Option(help="Output file: parquet, or CSV when it ends in .csv.")],
     batch: Annotated[str | None, typer.Option(help="Batch id (default: the active batch).")] = None,
@@ -346,7 +347,7 @@ def export_cmd(
     print(out)
 
 
-@app.command("embed-user")
+@commands.command("embed-user")
 def embed_user_cmd(
     user_id: Annotated[int, typer.Option(help="User id.")],
     batch: Annotated[str | None, typer.Option(help="Batch (default: active).")] = None,

@@ -19,8 +19,10 @@ from typing import Annotated
 
 import typer
 
-from userrep.cli.app import app, console, state
+from userrep.cli.app import console, state
 from userrep.settings import Settings
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 DEFAULT_PORT = 6566  # feast serve's own default
 
@@ -113,7 +115,7 @@ def _option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-@app.command("serve")
+@commands.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = DEFAULT_PORT,
@@ -150,5 +152,4 @@ def serve_cmd(
     console.print(f"command: {shlex.join(argv)}")
     sys.stderr.flush()
     sys.stdout.flush()
-    settings.export_env()
-    os.execvp(argv[0], argv)
+    os.execvpe(argv[0], argv, os.environ | settings.feast_env())

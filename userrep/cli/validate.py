@@ -10,13 +10,15 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from userrep.cli.app import app, console, fail, parse_time, state
+from userrep.cli.app import console, fail, parse_time, state
+
+commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
 validate_app = typer.Typer(
     help="Data-quality and drift gates (Great Expectations); exit 1 on failure.",
     no_args_is_help=True,
 )
-app.add_typer(validate_app, name="validate")
+commands.add_typer(validate_app, name="validate")
 
 NowOption = Annotated[
     str | None,
