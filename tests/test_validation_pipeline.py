@@ -4,6 +4,7 @@ GX stays out of imports that do not validate."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,15 @@ def test_cli_exits_non_zero_with_a_readable_table(ws: Workspace) -> None:
     )
     assert bad.exit_code == 1
     assert "expect_column_vectors_to_be_finite(z_u)" in bad.output and "FAIL" in bad.output
+    as_json = runner.invoke(
+        app, ["-w", root, "validate", "batch", "--batch", "b-cli", "--reference", "none", "--json"]
+    )
+    assert as_json.exit_code == 1
+    (outcome,) = json.loads(as_json.stdout)
+    assert outcome["target_ref"].startswith("b-cli") and outcome["success"] is False
+    assert "expect_column_vectors_to_be_finite(z_u)" in outcome["failed"]
+    checks = {c["name"]: c for c in outcome["checks"]}
+    assert checks["expect_column_vectors_to_be_finite(z_u)"]["success"] is False
 
 
 def test_validate_all_covers_every_stage(ws: Workspace) -> None:

@@ -65,7 +65,7 @@ def batches_compat_cmd(
         result = evaluate_compat(state.settings, model, batch_id, parse_time(as_of), rule=rule)
     except (CompatError, BatchError, KeyError, ValueError) as err:
         fail(str(err))
-    console.print(json.dumps(result.record, indent=2, default=str))
+    print(json.dumps(result.record, indent=2, default=str))  # the record: the result, on stdout
     e = result.evidence
     console.print(
         f"model {model} is {result.verdict.upper()} with batch {batch_id}: drop {e.drop:+.4f} "

@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from userrep.cli.app import console, fail, parse_time, state
+from userrep.cli.app import emit_json, fail, out, parse_time, state
 
 commands = typer.Typer()  # registered on the top-level app by userrep/cli/__init__.py
 
@@ -25,6 +25,9 @@ NowOption = Annotated[
     typer.Option(help="Reference time for freshness: ISO time or 'wall' (default: newest event)."),
 ]
 ShowAll = Annotated[bool, typer.Option("--all-checks", help="List passing expectations too.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="One JSON document on stdout: every outcome and check.")
+]
 
 
 def _now(value: str | None) -> pd.Timestamp | None:
@@ -51,14 +54,38 @@ def _show(outcome, all_checks: bool) -> None:  # outcome: validation.outcome.Val
         )
         table.add_row(c.name, c.error or _fmt(c.observed), c.threshold, result)
     if table.row_count:
-        console.print(table)
-    console.print(outcome.headline(), markup=False)
+        out.print(table)
+    out.print(outcome.headline(), markup=False)
     if outcome.report_path:
-        console.print(f"report: {outcome.report_path}", markup=False)
+        out.print(f"report: {outcome.report_path}", markup=False, soft_wrap=True)
 
 
-def _run(call, all_checks: bool) -> None:
-    """Run one validation (a callable), print it, exit 1 if it failed."""
+def _as_dict(outcome) -> dict:
+    checks = [
+        {
+            "name": c.name,
+            "success": c.success,
+            "severity": c.severity,
+            "observed": c.observed,
+            "threshold": c.threshold,
+            "error": c.error,
+        }
+        for c in outcome.checks
+    ]
+    return {
+        "target_kind": outcome.target_kind,
+        "target_ref": outcome.target_ref,
+        "suite": outcome.suite,
+        "success": outcome.success,
+        "failed": outcome.failed,
+        "warnings": outcome.warnings,
+        "report": None if outcome.report_path is None else str(outcome.report_path),
+        "checks": checks,
+    }
+
+
+def _run(call, all_checks: bool, as_json: bool = False) -> None:
+    """Run one validation (a callable), print it (stdout), exit 1 if it failed."""
     from representation.batches import BatchError
 
     try:
@@ -66,10 +93,12 @@ def _run(call, all_checks: bool) -> None:
     except (FileNotFoundError, ValueError, BatchError) as err:
         fail(str(err))
     outcomes = outcomes if isinstance(outcomes, list) else [outcomes]
-    for outcome in outcomes:
-        _show(outcome, all_checks)
     if not outcomes:
         fail("nothing to validate in this workspace")
+    if as_json:
+        emit_json([_as_dict(o) for o in outcomes])
+    for outcome in [] if as_json else outcomes:
+        _show(outcome, all_checks)
     if not all(o.success for o in outcomes):
         raise typer.Exit(code=1)
 
@@ -81,11 +110,12 @@ def validate_events_cmd(
     ] = None,
     now: NowOption = None,
     all_checks: ShowAll = False,
+    as_json: AsJson = False,
 ) -> None:
     """The newest accepted events part: schema, nulls, unique ids, weights, freshness, rows."""
     from validation.pipeline import validate_events
 
-    _run(lambda: validate_events(state.settings, part, _now(now)), all_checks)
+    _run(lambda: validate_events(state.settings, part, _now(now)), all_checks, as_json)
 
 
 @validate_app.command("item-vectors")
@@ -93,11 +123,12 @@ def validate_item_vectors_cmd(
     version: Annotated[str | None, typer.Option(help="Encoder version (default: CURRENT).")] = None,
     now: NowOption = None,
     all_checks: ShowAll = False,
+    as_json: AsJson = False,
 ) -> None:
     """Item vectors of an encoder version: dims, finite, L2 norms, unique items, freshness."""
     from validation.pipeline import validate_item_vectors
 
-    _run(lambda: validate_item_vectors(state.settings, version, _now(now)), all_checks)
+    _run(lambda: validate_item_vectors(state.settings, version, _now(now)), all_checks, as_json)
 
 
 @validate_app.command("features")
@@ -109,12 +140,17 @@ def validate_features_cmd(
     ] = None,
     now: NowOption = None,
     all_checks: ShowAll = False,
+    as_json: AsJson = False,
 ) -> None:
     """An encoder_input_v2 snapshot: quality, and per-feature drift vs an earlier snapshot."""
     from validation.pipeline import NO_REFERENCE, validate_features
 
     ref = reference if reference in (None, NO_REFERENCE) else parse_time(reference)
-    _run(lambda: validate_features(state.settings, parse_time(as_of), ref, _now(now)), all_checks)
+    _run(
+        lambda: validate_features(state.settings, parse_time(as_of), ref, _now(now)),
+        all_checks,
+        as_json,
+    )
 
 
 @validate_app.command("batch")
@@ -131,6 +167,7 @@ def validate_batch_cmd(
     ] = None,
     now: NowOption = None,
     all_checks: ShowAll = False,
+    as_json: AsJson = False,
 ) -> None:
     """A batch's z_u: quality and drift; the recorded run gates `userrep batches promote`."""
     from validation.pipeline import newest_batch, validate_batch
@@ -142,12 +179,15 @@ def validate_batch_cmd(
     _run(
         lambda: validate_batch(state.settings, batch_id, parse_time(as_of), reference, _now(now)),
         all_checks,
+        as_json,
     )
 
 
 @validate_app.command("all")
-def validate_all_cmd(now: NowOption = None, all_checks: ShowAll = False) -> None:
+def validate_all_cmd(
+    now: NowOption = None, all_checks: ShowAll = False, as_json: AsJson = False
+) -> None:
     """CI: the newest events part, item vectors, feature snapshot and batch of the workspace."""
     from validation.pipeline import validate_all
 
-    _run(lambda: validate_all(state.settings, _now(now)), all_checks)
+    _run(lambda: validate_all(state.settings, _now(now)), all_checks, as_json)
