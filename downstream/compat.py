@@ -276,7 +276,7 @@ class CompatResult:
     verdict: str
     reasons: list[str]
     lineage: Lineage
-    evidence: Evidence
+    evidence: Evidence | None  # None: the model cannot read B at all (another z_u width)
     metrics: dict[str, dict[str, Any]]  # scorer -> metric, metric_ci
     record: dict[str, Any]  # what is stored in the model's metrics["compat"][batch_id]
 
@@ -363,6 +363,29 @@ def judge(
             raise CompatError(f"unknown downstream model {model_id!r}")
         from_batch = pinned.pinned_batch_id
     lineage = alignment_lineage(settings, from_batch, batch_id)
+    when = {
+        "from_batch": from_batch,
+        "as_of": None if as_of is None else as_of.isoformat(),
+        "split_seed": split_seed,
+        "evaluated_at": str(utcnow()),
+    }
+    if design_b.n_user_features != design_a.n_user_features:
+        reasons = [
+            f"z_u of {batch_id} has {design_b.n_user_features} dimensions, {from_batch}'s "
+            f"{design_a.n_user_features}: the model cannot read it (retrain it on {batch_id})"
+        ]
+        record = {
+            "verdict": INCOMPATIBLE,
+            "compatible": False,
+            "reasons": reasons,
+            "lineage": asdict(lineage),
+            **when,
+        }
+        if save:
+            save_record(settings, model_id, batch_id, record)
+        return CompatResult(
+            model_id, batch_id, from_batch, INCOMPATIBLE, reasons, lineage, None, {}, record
+        )
     amap = _alignment(settings, batch_id)
     verdict, reasons, evidence, metrics, boot = assess(
         model, design_a, design_b, amap, lineage, rule, references
@@ -385,10 +408,7 @@ def judge(
             "percentile"
         ),
         "reference": reference_info or {},
-        "from_batch": from_batch,
-        "as_of": None if as_of is None else as_of.isoformat(),
-        "split_seed": split_seed,
-        "evaluated_at": str(utcnow()),
+        **when,
     }
     if save:
         save_record(settings, model_id, batch_id, record)
@@ -489,9 +509,12 @@ def evaluate_compat(
     labels = task_labels(settings, reg.record.task, as_of, spec["window_days"], settings.seed)
     design_a = _design(settings, spec, labels, pinned, split_seed)
     design_b = _design(settings, spec, labels, batch_id, split_seed)
-    if design_b.n_user_features != design_a.n_user_features:
-        raise CompatError(f"batch {batch_id} has another z_u width than {pinned}")
-    ref = point_in_time_reference(settings, reg.record.task, reg.record.family, spec, batch_id)
+    same_width = design_b.n_user_features == design_a.n_user_features  # else judge refuses B
+    ref = (
+        point_in_time_reference(settings, reg.record.task, reg.record.family, spec, batch_id)
+        if same_width
+        else Reference(None, {})
+    )
     return judge(
         settings,
         model_id,

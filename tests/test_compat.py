@@ -98,8 +98,9 @@ def _world_design(w: World, z_user: np.ndarray, n_users: int = N_USERS) -> Desig
     keep = w.users < n_users
     x = np.hstack([z_user[w.users[keep]], w.item[keep]]).astype(np.float32)
     users = w.users[keep]
-    names = [f"z{i}" for i in range(D)] + [f"i{i}" for i in range(D)]
-    return Design(x, w.y[keep], users, split_users(users, seed=0), names, D, {})
+    width = z_user.shape[1]
+    names = [f"z{i}" for i in range(width)] + [f"i{i}" for i in range(D)]
+    return Design(x, w.y[keep], users, split_users(users, seed=0), names, width, {})
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,19 @@ def test_unaligned_batch_is_incompatible_and_repin_refused(world: World) -> None
     assert result.record["metrics"]["aligned"]["auc_ci"]  # the numbers are kept all the same
     refused = _repin_cli(world, "b-unaligned")
     assert refused.exit_code != 0 and "verdict incompatible" in _said(refused)
+    assert _pinned(world) == "b-a"
+
+
+def test_batch_of_another_width_is_recorded_incompatible(world: World) -> None:
+    """B's z_u is wider than A's (a retrain with another latent size): nothing to score, so the
+    verdict is recorded without a bootstrap, and repin names the reason."""
+    wider = np.hstack([world.z, world.z[:, :2]])  # (users, D + 2)
+    result = _judge(world, "b-grandchild", wider)
+    assert result.verdict == compat.INCOMPATIBLE and result.evidence is None
+    assert f"has {D + 2} dimensions, b-a's {D}" in result.reasons[0]
+    assert result.lineage.found  # aligned lineage does not make another width readable
+    refused = _repin_cli(world, "b-grandchild")
+    assert refused.exit_code != 0 and f"has {D + 2} dimensions" in _said(refused)
     assert _pinned(world) == "b-a"
 
 

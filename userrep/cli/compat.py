@@ -67,6 +67,10 @@ def batches_compat_cmd(
         fail(str(err))
     print(json.dumps(result.record, indent=2, default=str))  # the record: the result, on stdout
     e = result.evidence
+    if e is None:
+        console.print(f"model {model} is {result.verdict.upper()} with batch {batch_id}: ", end="")
+        console.print("; ".join(result.reasons), markup=False)
+        return
     console.print(
         f"model {model} is {result.verdict.upper()} with batch {batch_id}: drop {e.drop:+.4f} "
         f"(one-sided 95 % bounds {e.drop_lower:+.4f} .. {e.drop_upper:+.4f}, max "
