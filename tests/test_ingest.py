@@ -55,6 +55,19 @@ PLANTED = [
     (f"3,,{T0},1,no item", "missing item_id"),
     (f"x,30,{T0},1,bad user", "non-integer user_id"),
     (f"3,1.5,{T0},1,bad item", "non-integer item_id"),
+    (
+        f"3,30,{T0 * 1000},1,ms read as s",
+        "ts implausible as epoch s (looks like ms: pass --ts-unit ms)",
+    ),
+    (
+        f"3,30,{T0 * 10**6},1,us read as s",
+        "ts implausible as epoch s (looks like us: pass --ts-unit us)",
+    ),
+    (
+        f"3,30,{T0 * 10**9},1,ns read as s",
+        "ts implausible as epoch s (looks like ns: pass --ts-unit ns)",
+    ),
+    ("3,30,5,1,1970", "ts implausible as epoch s (before 1990)"),
     ("3,30,yesterday,1,bad ts", "unparseable ts"),
     ("3,30,2030-01-01T00:00:00Z,1,future", "future ts"),
     (f"3,30,{T0},-1,negative", "negative weight"),
@@ -85,8 +98,9 @@ def test_planted_bad_rows_one_per_reason(paths: WorkspacePaths, tmp_path: Path) 
     ingest_events(paths, write_csv(tmp_path / "seed.csv", [SEED_ROW]), MAPPING, now=NOW)
     source = write_csv(tmp_path / "planted.csv", [line for line, _ in PLANTED])
     report = ingest_events(paths, source, MAPPING, now=NOW, chunk_rows=4)  # dups span chunks
-    assert report.reasons == {reason: 1 for reason in REASONS}
-    assert (report.read, report.accepted, report.quarantined) == (13, 3, 10)
+    never = "ts implausible as epoch s (looks like s: pass --ts-unit s)"  # the unit given
+    assert report.reasons == {reason: 1 for reason in REASONS if reason != never}
+    assert (report.read, report.accepted, report.quarantined) == (17, 3, 14)
     assert report.accepted + report.quarantined == report.read
     bad = pd.read_parquet(report.quarantine_file)
     expected = {i: reason for i, (_, reason) in enumerate(PLANTED) if reason}
@@ -354,7 +368,8 @@ def test_too_much_quarantined_publishes_only_the_quarantine(
         report = tx.events(source, MAPPING, now=NOW)
         problems = tx.commit(max_quarantined=0.5)
     assert problems == [
-        f"{source}: 8 of 10 rows quarantined (80%), more than --max-quarantined 0.5"
+        f"{source}: 8 of 10 rows quarantined (80%; most: non-integer user_id), "
+        "more than --max-quarantined 0.5"
     ]
     assert report.part_file is None and read_events(paths).empty
     bad = pd.read_parquet(report.quarantine_file)  # nothing lost: every bad row kept
@@ -375,7 +390,10 @@ def test_nothing_accepted_fails_but_a_rerun_of_ingested_events_does_not(
     source = write_csv(tmp_path / "a.csv", [f"{u},{u},{T0},1,x" for u in range(3)])
     wrong = ColumnMapping.parse("user_id=note,item_id=track,ts=played_at")  # text user ids
     for mapping, problem in [
-        (wrong, f"{source}: nothing accepted (3 of 3 rows quarantined)"),
+        (
+            wrong,
+            f"{source}: nothing accepted (3 of 3 rows quarantined; most: non-integer user_id)",
+        ),
         (MAPPING, None),
         (MAPPING, None),  # every event already ingested: idempotent, not a failure
     ]:

@@ -43,24 +43,71 @@ class BuiltinDataset(StrEnum):
     movietweetings_100k = "movietweetings-100k"
 
 
-@commands.command("ingest")
+FORMATS_HELP = (
+    "Map your column names onto the canonical ones, e.g. "
+    "--mapping user_id=uid,item_id=track,ts=played_at,weight=ms. "
+    "Files: parquet or delimited text, .csv / .tsv / .txt / .dat (also .gz, .bz2, .zst, .lz4). "
+    "A file without a header (--no-header, or any .dat) names its columns by position, so map "
+    "them by number, MovieLens 1M for example: ingest ratings.dat "
+    "--mapping user_id=1,item_id=2,weight=3,ts=4 --users users.dat "
+    "--users-mapping user_id=1,gender=2,age=3 --items movies.dat "
+    "--items-mapping item_id=1,title=2,genres=3."
+)
+
+
+@commands.command("ingest", epilog=FORMATS_HELP)
 def ingest_cmd(
     source: Annotated[
-        Path | None, typer.Argument(help="Events CSV / parquet (omit with --dataset).")
+        Path | None,
+        typer.Argument(help="Events file: parquet or delimited text (omit with --dataset)."),
     ] = None,
     mapping: Annotated[
         str,
         typer.Option(
-            help="Column mapping, e.g. 'user_id=uid,item_id=track,ts=played_at,weight=ms'."
+            help="Events columns, canonical=source, e.g. 'user_id=uid,ts=played_at'; "
+            "canonical: user_id, item_id, ts, weight, event_id, event_type; source: a name, "
+            "or a 1-based position in a file without a header."
         ),
     ] = "",
     users: Annotated[
         Path | None, typer.Option(help="User table (sign-up, demographics, onboarding picks).")
     ] = None,
+    users_mapping: Annotated[
+        str,
+        typer.Option(
+            help="Users: canonical=source, canonical: user_id, signup_ts, age, gender, "
+            "country, onboarding_items, onboarding_genres."
+        ),
+    ] = "",
     items: Annotated[Path | None, typer.Option(help="Item table (title, artist, genres).")] = None,
-    ts_unit: Annotated[
-        str | None, typer.Option(help="Unit of numeric timestamps (s, ms, us).")
+    items_mapping: Annotated[
+        str,
+        typer.Option(
+            help="Items: canonical=source, canonical: item_id, title, artist_id, artist, genres."
+        ),
+    ] = "",
+    sep: Annotated[
+        str | None,
+        typer.Option(
+            help="Separator of every text file, several characters allowed ('::'); 'tab' or "
+            "'\\t' for a tab. Default by suffix: .csv ',', .tsv / .txt tab, .dat '::'."
+        ),
     ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header",
+            help="Whether text files start with a header line (default: yes, except .dat).",
+        ),
+    ] = None,
+    ts_unit: Annotated[
+        str,
+        typer.Option(
+            help="Unit of epoch-number timestamps (events' ts, users' signup_ts): s, ms, us "
+            "or ns. A number implausible in it (before 1990, or in the future) is "
+            "quarantined with a reason naming the unit that fits."
+        ),
+    ] = "s",
     dataset: Annotated[
         BuiltinDataset | None,
         typer.Option(
@@ -93,16 +140,17 @@ def ingest_cmd(
     if dataset is None and source is None and not users and not items:
         fail("nothing to ingest: give an events file or --dataset")
     try:
+        fmt = ingest.TextFormat(sep, header)
         with locked("ingest"), ingest.IngestTransaction(paths) as tx:
             if dataset is not None:
                 _ingest_builtin(tx, paths, dataset, path, n_users, seed)
             elif source is not None:
-                m = ingest.ColumnMapping.parse(mapping) if mapping else ingest.ColumnMapping()
-                tx.events(source, m, ts_unit=ts_unit)
+                m = ingest.ColumnMapping.parse(mapping)
+                tx.events(source, m, ts_unit=ts_unit, fmt=fmt)
             if users:
-                tx.users(users)
+                tx.users(users, users_mapping, fmt=fmt, ts_unit=ts_unit)
             if items:
-                tx.items(items)
+                tx.items(items, items_mapping, fmt=fmt)
             problems = tx.commit(max_quarantined)
     except ingest.IngestError as err:
         fail(f"{err} (nothing was ingested)")

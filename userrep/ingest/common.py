@@ -34,12 +34,20 @@ log = logging.getLogger(__name__)
 DEFAULT_EVENT_TYPE = "play"
 CSV_BLOCK_BYTES = 16 << 20  # CSV read granularity; chunks are regrouped to chunk_rows rows
 FUTURE_TOLERANCE = pd.Timedelta(days=1)  # clock skew allowed before a ts counts as "future"
+PLAUSIBLE_SINCE = pd.Timestamp("1990-01-01", tz="UTC")  # epoch numbers before it: a unit mistake
+EPOCH_UNITS = ("s", "ms", "us", "ns")  # the units a wrong-unit reason may suggest
 # Row-level reasons in rule order: a row gets the first one that applies (code = index + 1).
-REASONS = (
+# "{unit}" is the ingest's ts unit (reasons_for); REASONS are the names for the default, s.
+REASON_TEMPLATES = (
     "missing user_id",
     "missing item_id",
     "non-integer user_id",
     "non-integer item_id",
+    *(
+        f"ts implausible as epoch {{unit}} (looks like {u}: pass --ts-unit {u})"
+        for u in EPOCH_UNITS
+    ),
+    "ts implausible as epoch {unit} (before 1990)",
     "unparseable ts",  # also dates past 2262, the end of datetime64[ns]
     "future ts",
     "negative weight",
@@ -47,7 +55,15 @@ REASONS = (
     "duplicate event_id in file",
     "duplicate: already ingested",
 )
-_CODE = {r: i + 1 for i, r in enumerate(REASONS)}
+_CODE = {r: i + 1 for i, r in enumerate(REASON_TEMPLATES)}
+
+
+def reasons_for(unit: str) -> tuple[str, ...]:
+    """The row-level reason names of an ingest whose numeric timestamps are in `unit`."""
+    return tuple(t.format(unit=unit) for t in REASON_TEMPLATES)
+
+
+REASONS = reasons_for("s")
 EVENT_SCHEMA = pa.schema(
     [
         (EVENT_ID, pa.string()),
@@ -87,20 +103,67 @@ class ColumnMapping:
     @classmethod
     def parse(cls, spec: str) -> ColumnMapping:
         """Parse "user_id=uid,item_id=track,ts=played_at,weight=ms_played"."""
-        known = [f.name for f in fields(cls)]
-        kwargs: dict[str, str] = {}
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            key, sep, value = (s.strip() for s in part.partition("="))
-            if not sep or not value:
-                raise IngestError(f"bad mapping entry {part!r}: expected canonical=source")
-            if key not in known:
-                raise IngestError(f"unknown canonical column {key!r} in mapping (known: {known})")
-            kwargs[key] = value
-        return cls(**kwargs)
+        return cls(**parse_mapping(spec, tuple(f.name for f in fields(cls))))
 
     def columns(self) -> dict[str, str]:
         """Canonical -> source, only for the columns that are mapped."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def parse_mapping(spec: str, known: tuple[str, ...]) -> dict[str, str]:
+    """ "canonical=source,..." -> {canonical: source}; `known`: the table's canonical columns.
+    A source is a column name, or a 1-based position ("2") in a file without a header."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not value:
+            raise IngestError(f"bad mapping entry {part!r}: expected canonical=source")
+        if key not in known:
+            raise IngestError(f"unknown canonical column {key!r} in mapping (known: {list(known)})")
+        out[key] = value
+    return out
+
+
+SUFFIX_SEP = {"csv": ",", "tsv": "\t", "txt": "\t", "dat": "::"}  # by the name, less .gz etc.
+TEXT_KINDS = tuple(SUFFIX_SEP)
+COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+UNIT_SEP = "\x1f"  # what a separator of several characters becomes for the CSV parser
+
+
+def file_kind(source: Path) -> str:
+    """csv, tsv, txt, dat or parquet (pq) from the name; a compression suffix is skipped."""
+    name = source.name.lower()
+    for comp in COMPRESSIONS:
+        name = name.removesuffix(comp)
+    kind = Path(name).suffix.lstrip(".")
+    if kind not in (*TEXT_KINDS, "parquet", "pq"):
+        raise IngestError(
+            f"unsupported file type {source.name!r}: use .csv, .tsv, .txt, .dat or .parquet"
+        )
+    return kind
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """How delimited text files are read. sep None: by suffix (.csv ",", .tsv / .txt tab,
+    .dat "::", MovieLens' format); header None: every file has one except .dat. A file without
+    a header names its columns by position, "1", "2", ..., which mappings then refer to."""
+
+    sep: str | None = None
+    header: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.sep is not None:
+            sep = {"\\t": "\t", "tab": "\t"}.get(self.sep, self.sep)
+            if not sep or any(c in sep for c in '\r\n"' + UNIT_SEP):
+                raise IngestError(f"bad separator {self.sep!r}")
+            object.__setattr__(self, "sep", sep)
+
+    def resolve(self, source: Path) -> tuple[str, bool]:
+        """(separator, has a header) of a text file."""
+        kind = file_kind(source)
+        sep = self.sep if self.sep is not None else SUFFIX_SEP[kind]
+        return sep, self.header if self.header is not None else kind != "dat"
 
 
 @dataclass
@@ -177,19 +240,29 @@ def quarantine_problem(report: IngestReport, max_quarantined: float) -> str | No
     bad = report.quarantined - already
     if report.read == 0:
         return f"{report.source}: no rows"
+    counts = {r: c for r, c in report.reasons.items() if r != "duplicate: already ingested"}
+    top = f"; most: {max(counts, key=counts.__getitem__)}" if counts else ""
     if report.accepted + already == 0:
-        return f"{report.source}: nothing accepted ({bad:,} of {report.read:,} rows quarantined)"
+        return (
+            f"{report.source}: nothing accepted ({bad:,} of {report.read:,} rows quarantined{top})"
+        )
     if bad / report.read > max_quarantined:
         return (
             f"{report.source}: {bad:,} of {report.read:,} rows quarantined "
-            f"({bad / report.read:.0%}), more than --max-quarantined {max_quarantined:g}"
+            f"({bad / report.read:.0%}{top}), more than --max-quarantined {max_quarantined:g}"
         )
     return None
 
 
-def _report(source: str, codes: np.ndarray, ingest_id: str, **files: Path | None) -> IngestReport:
-    """Build a report from per-reason counts (codes[0] = accepted, codes[i] = REASONS[i-1])."""
-    reasons = {REASONS[i]: int(c) for i, c in enumerate(codes[1:]) if c}
+def _report(
+    source: str,
+    codes: np.ndarray,
+    ingest_id: str,
+    names: tuple[str, ...] = REASONS,
+    **files: Path | None,
+) -> IngestReport:
+    """Build a report from per-reason counts (codes[0] = accepted, codes[i] = names[i-1])."""
+    reasons = {names[i]: int(c) for i, c in enumerate(codes[1:]) if c}
     return IngestReport(
         source,
         int(codes.sum()),
@@ -262,14 +335,73 @@ def _epoch_ns(arr: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_ts(arr: pa.Array, unit: str = "s") -> tuple[np.ndarray, np.ndarray]:
-    """Timestamps, dates, epoch numbers or ISO strings -> (UTC int64 ns, unparseable mask)."""
+    """Timestamps, dates, epoch numbers or ISO strings -> (UTC int64 ns, unparseable mask).
+    Epoch numbers are in `unit` (s by default); check_ts_unit flags the implausible ones."""
+    ns, bad, _ = _parse_ts(arr, unit)
+    return ns, bad
+
+
+def check_unit(unit: str) -> str:
+    """`unit` when it is a known unit of epoch numbers, else IngestError."""
+    if unit not in _UNIT_NS:
+        raise IngestError(f"unknown ts_unit {unit!r}: use one of {list(_UNIT_NS)}")
+    return unit
+
+
+def parse_ts_checked(
+    arr: pa.Array, unit: str, cutoff_ns: int, col: str = TS
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, np.ndarray]]]:
+    """parse_ts plus the unit check, the one timestamp rule of every reader: (ns, unparseable
+    mask, rules). An epoch number whose date in `unit` is before 1990 or after `cutoff_ns`
+    is a unit mistake when another unit puts it in that range: the rule's reason names both
+    units ("ts implausible as epoch s (looks like ms: pass --ts-unit ms)"); one before 1990
+    in every unit gets "... (before 1990)". rules: (reason, mask) in rule order, to apply
+    before unparseable / future, which keep every other row (ISO text is never judged)."""
+    ns, bad, epoch = _parse_ts(arr, unit)
+    if not epoch.any():
+        return ns, bad, []
+    # the number as given: from ns where it parsed, from the text where it overflowed
+    value = np.where(bad, np.nan, ns / _UNIT_NS[unit])
+    redo = epoch & bad
+    if redo.any():
+        sub = pc.filter(arr, pa.array(redo))
+        if not (pa.types.is_integer(sub.type) or pa.types.is_floating(sub.type)):
+            sub = pc.utf8_trim_whitespace(pc.cast(sub, pa.string()))
+        value[redo] = pc.cast(sub, pa.float64()).to_numpy(zero_copy_only=False)
+    lo = PLAUSIBLE_SINCE.value
+
+    def fits(u: str) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = value * _UNIT_NS[u]
+            return epoch & (x >= lo) & (x <= cutoff_ns)
+
+    wrong = epoch & ~fits(unit)
+    rules = [
+        (f"{col} implausible as epoch {unit} (looks like {u}: pass --ts-unit {u})", wrong & fits(u))
+        for u in EPOCH_UNITS
+        if u != unit
+    ]
+    fitting = np.logical_or.reduce([mask for _, mask in rules]) if rules else wrong & False
+    with np.errstate(invalid="ignore"):
+        early = wrong & ~fitting & (value * _UNIT_NS[unit] < lo)
+    rules.append((f"{col} implausible as epoch {unit} (before 1990)", early))
+    return ns, bad, rules
+
+
+def _parse_ts(arr: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTC int64 ns, unparseable mask, mask of the rows given as epoch numbers)."""
     t = arr.type
-    if pa.types.is_timestamp(t):
-        return _epoch_ns(pc.cast(arr, pa.int64()), t.unit)  # arrow stores UTC (naive: as UTC)
+    none = np.zeros(len(arr), bool)
+    if pa.types.is_timestamp(t):  # arrow stores UTC (naive: as UTC)
+        return (*_epoch_ns(pc.cast(arr, pa.int64()), t.unit), none)
     if pa.types.is_date(t):
-        return _epoch_ns(pc.cast(pc.cast(arr, pa.date32()), pa.int32()), "D")
+        return (*_epoch_ns(pc.cast(pc.cast(arr, pa.date32()), pa.int32()), "D"), none)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return _epoch_ns(arr, unit)
+        ns, bad = _epoch_ns(arr, unit)
+        epoch = ~_np_mask(arr.is_null())
+        if pa.types.is_floating(t):
+            epoch &= np.isfinite(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False))
+        return ns, bad, epoch
     s = arr if pa.types.is_string(t) else pc.cast(arr, pa.string())
     try:  # one strict, fast cast picked from a sample: a failed cast costs a full scan
         return _fast_ts(s, unit)
@@ -277,17 +409,17 @@ def parse_ts(arr: pa.Array, unit: str = "s") -> tuple[np.ndarray, np.ndarray]:
         return _parse_mixed_ts(pc.utf8_trim_whitespace(s), unit)
 
 
-def _fast_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+def _fast_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Epoch integers, zoned ISO or naive ISO text, judged by the first 100 values."""
     sample = pc.drop_null(s.slice(0, 100))
     if len(sample) and pc.all(pc.match_substring_regex(sample, _NUM_RE)).as_py():
-        return _epoch_ns(pc.cast(s, pa.int64()), unit)
+        return (*_epoch_ns(pc.cast(s, pa.int64()), unit), ~_np_mask(s.is_null()))
     zoned = pc.any(pc.match_substring_regex(sample, _ZONED_RE)).as_py()
     parsed = pc.cast(s, pa.timestamp("ns", tz="UTC") if zoned else pa.timestamp("ns"))
-    return _epoch_ns(pc.cast(parsed, pa.int64()), "ns")
+    return (*_epoch_ns(pc.cast(parsed, pa.int64()), "ns"), np.zeros(len(s), bool))
 
 
-def _parse_mixed_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_mixed_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow path for text mixing epoch numbers, zoned ISO and naive ISO (naive = UTC)."""
     ns, bad = np.zeros(len(s), np.int64), np.ones(len(s), bool)
     num = _np_mask(pc.match_substring_regex(s, _NUM_RE))
@@ -298,7 +430,7 @@ def _parse_mixed_ts(s: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
         text = pc.filter(s, pa.array(group)).to_numpy(zero_copy_only=False)
         iso = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
         ns[group], bad[group] = iso.asi8, np.asarray(iso.isna())
-    return ns, bad
+    return ns, bad, num
 
 
 def _parse_weight(arr: pa.Array) -> np.ndarray:

@@ -5,6 +5,7 @@ written into the ingest's staging (staging.py) and published when the ingest com
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,25 +30,28 @@ from userrep.columns import (
 )
 from userrep.ingest.common import (
     _CODE,
-    _UNIT_NS,
     CSV_BLOCK_BYTES,
     DEFAULT_EVENT_TYPE,
     EVENT_SCHEMA,
     FUTURE_TOLERANCE,
-    REASONS,
+    UNIT_SEP,
     ColumnMapping,
     IngestError,
     IngestReport,
     StagedParquet,
+    TextFormat,
     _parse_weight,
     _report,
+    check_unit,
+    file_kind,
     hash_rows,
     hex_ids,
     id_keys,
     new_ingest_id,
     parse_ids,
-    parse_ts,
+    parse_ts_checked,
     quarantine_table,
+    reasons_for,
 )
 from userrep.ingest.staging import Stage
 from userrep.settings import WorkspacePaths
@@ -104,10 +108,13 @@ class _Dedup:
         return codes
 
 
-def _first_reason(n: int, rules: Iterable[tuple[str, np.ndarray]]) -> np.ndarray:
+def _first_reason(
+    n: int, rules: Iterable[tuple[str, np.ndarray]], names: tuple[str, ...]
+) -> np.ndarray:
+    codes = {name: i + 1 for i, name in enumerate(names)}
     reason = np.zeros(n, np.int8)
     for name, mask in rules:
-        reason[(reason == 0) & mask] = _CODE[name]
+        reason[(reason == 0) & mask] = codes[name]
     return reason
 
 
@@ -119,7 +126,7 @@ def _process_chunk(
     n = table.num_rows
     user, u_missing, u_bad = parse_ids(col[USER_ID])
     item, i_missing, i_bad = parse_ids(col[ITEM_ID])
-    ts, ts_bad = parse_ts(col[TS], unit)
+    ts, ts_bad, unit_rules = parse_ts_checked(col[TS], unit, cutoff_ns)
     weight = _parse_weight(col[WEIGHT]) if WEIGHT in col else np.ones(n)
     with np.errstate(invalid="ignore"):
         reason = _first_reason(
@@ -129,11 +136,13 @@ def _process_chunk(
                 ("missing item_id", i_missing),
                 ("non-integer user_id", u_bad),
                 ("non-integer item_id", i_bad),
+                *unit_rules,
                 ("unparseable ts", ts_bad),
                 ("future ts", ts > cutoff_ns),
                 ("negative weight", weight < 0),
                 ("NaN weight", ~np.isfinite(weight)),
             ],
+            reasons_for(unit),
         )
     etype = pa.repeat(pa.scalar(DEFAULT_EVENT_TYPE), n)
     if EVENT_TYPE in col:
@@ -195,7 +204,8 @@ def stage_chunks(
     quarantine = StagedParquet(
         stage, paths.quarantine / f"{ingest_id}.parquet", use_dictionary=[REASON]
     )
-    counts, keys, offset = np.zeros(len(REASONS) + 1, np.int64), [], 0
+    names = reasons_for(ts_unit)
+    counts, keys, offset = np.zeros(len(names) + 1, np.int64), [], 0
     try:
         for table in chunks:
             accepted, k, reason = _process_chunk(table, mapping, ts_unit, cutoff_ns, dedup)
@@ -205,8 +215,8 @@ def stage_chunks(
                 keys.append(k)
             bad = np.flatnonzero(reason)
             if len(bad):
-                names = np.asarray(REASONS, dtype=object)[reason[bad] - 1]
-                quarantine.write(quarantine_table(table, bad, names, offset))
+                why = np.asarray(names, dtype=object)[reason[bad] - 1]
+                quarantine.write(quarantine_table(table, bad, why, offset))
             offset += table.num_rows
         part_file, quarantine_file = part.close(), quarantine.close()
         new_keys = np.concatenate(keys) if keys else np.empty(0, np.uint64)
@@ -219,7 +229,7 @@ def stage_chunks(
             raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
         raise
     report = _report(
-        source, counts, ingest_id, part_file=part_file, quarantine_file=quarantine_file
+        source, counts, ingest_id, names, part_file=part_file, quarantine_file=quarantine_file
     )
     log.info(
         "ingest %s: read %d, accepted %d, quarantined %d %s",
@@ -251,35 +261,84 @@ def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(buf)
 
 
-def _file_kind(source: Path) -> str:
-    name = source.name.lower()
-    for comp in (".gz", ".bz2", ".zst", ".lz4"):
-        name = name.removesuffix(comp)
-    kind = Path(name).suffix.lstrip(".")
-    if kind not in ("csv", "tsv", "parquet", "pq"):
-        raise IngestError(f"unsupported file type {source.name!r}: use .csv, .tsv or .parquet")
-    return kind
+class _JoinedSeparator(io.RawIOBase):
+    """A byte stream with each separator of several characters (MovieLens' "::") replaced by
+    UNIT_SEP, left to right as str.replace does, across read boundaries: pyarrow's CSV
+    parser, which keeps ingest chunked and fast, takes a one-character delimiter only."""
+
+    def __init__(self, raw: pa.NativeFile, sep: str):
+        super().__init__()
+        self.raw, self.sep, self.tail = raw, sep.encode(), b""
+        self.prefixes = [self.sep[:k] for k in range(len(self.sep) - 1, 0, -1)]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        while True:
+            chunk = self.raw.read(size if size and size > 0 else CSV_BLOCK_BYTES)
+            if UNIT_SEP.encode() in chunk:
+                raise OSError(f"the text holds byte 0x1f, which separator {self.sep!r} needs")
+            out = (self.tail + chunk).replace(self.sep, UNIT_SEP.encode())
+            if not chunk:  # end of the file
+                self.tail = b""
+                return out
+            keep = next((len(p) for p in self.prefixes if out.endswith(p)), 0)
+            out, self.tail = out[: len(out) - keep], out[len(out) - keep :]
+            if out:
+                return out
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
-def open_table_source(source: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Table]]:
-    """Column names and a lazy stream of chunks; every CSV column is read as text."""
-    kind = _file_kind(source)
+def _text_reader(
+    source: Path, sep: str, block: int, names: list[str] | None = None, header: bool = True
+) -> pacsv.CSVStreamingReader:
+    """pyarrow's streaming CSV reader of a delimited file; given names, every column is text
+    (a header line is skipped); without them, the header or "f0", "f1", ... name them."""
+    joined = len(sep) > 1
+    parse = pacsv.ParseOptions(
+        delimiter=UNIT_SEP if joined else sep, quote_char=False if joined else '"'
+    )
+    read = pacsv.ReadOptions(block_size=block)
+    convert = pacsv.ConvertOptions()
+    if names is not None:
+        read.column_names, read.skip_rows = names, int(header)
+        convert = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in names}, strings_can_be_null=True
+        )
+    else:
+        read.autogenerate_column_names = not header
+    stream = pa.input_stream(str(source), compression="detect")
+    data = _JoinedSeparator(stream, sep) if joined else stream
+    return pacsv.open_csv(data, read_options=read, parse_options=parse, convert_options=convert)
+
+
+def open_table_source(
+    source: Path, chunk_rows: int, fmt: TextFormat = TextFormat()
+) -> tuple[list[str], Iterator[pa.Table]]:
+    """Column names and a lazy stream of chunks; every text column is read as text. A text
+    file without a header (fmt, or .dat) names its columns "1", "2", ... by position."""
+    kind = file_kind(source)
     try:
         if kind in ("parquet", "pq"):
             pf = pq.ParquetFile(source)
             names = pf.schema_arrow.names
             return names, (pa.Table.from_batches([b]) for b in pf.iter_batches(chunk_rows))
-        parse = pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",")
-        names = pacsv.open_csv(source, parse_options=parse).schema.names
-        convert = pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in names}, strings_can_be_null=True
-        )
-        reader = pacsv.open_csv(
-            source,
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            parse_options=parse,
-            convert_options=convert,
-        )
+        sep, header = fmt.resolve(source)
+        first = _text_reader(source, sep, 1 << 20, header=header)
+        names = first.schema.names
+        first.close()
+        if not header:
+            names = [str(i + 1) for i in range(len(names))]
+        reader = _text_reader(source, sep, CSV_BLOCK_BYTES, names, header)
         return names, _rechunk(reader, chunk_rows)
     except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
@@ -289,8 +348,11 @@ def check_columns(names: list[str], wanted: dict[str, str], source: str) -> None
     """IngestError naming the first mapped column that the source lacks."""
     for canonical, col in wanted.items():
         if col not in names:
+            hint = ""
+            if names and all(n.isdigit() for n in names):
+                hint = f" (no header: map by position, e.g. {canonical}=1)"
             raise IngestError(
-                f"column {col!r} (for {canonical}) not found in {source}; columns are {names}"
+                f"column {col!r} (for {canonical}) not found in {source}; columns are {names}{hint}"
             )
 
 
@@ -304,13 +366,13 @@ def stage_events(
     ts_unit: str | None = None,
     now: pd.Timestamp | None = None,
     chunk_rows: int = 1_000_000,
+    fmt: TextFormat = TextFormat(),
 ) -> tuple[IngestReport, np.ndarray]:
-    """Validate a CSV/TSV/parquet event file into the stage (see stage_chunks)."""
-    unit = ts_unit or "s"
-    if unit not in _UNIT_NS:
-        raise IngestError(f"unknown ts_unit {unit!r}: use one of {list(_UNIT_NS)}")
+    """Validate an event file (parquet or delimited text, see TextFormat) into the stage
+    (see stage_chunks)."""
+    unit = check_unit(ts_unit or "s")
     source = Path(source)
-    names, chunks = open_table_source(source, chunk_rows)
+    names, chunks = open_table_source(source, chunk_rows, fmt)
     check_columns(names, mapping.columns(), str(source))
     return stage_chunks(stage, known, paths, chunks, mapping, str(source), unit, now)
 
@@ -354,3 +416,54 @@ def read_events(paths: WorkspacePaths, columns: list[str] | None = None) -> pd.D
 
 
 # ---------------------------------------------------------------- users, items, friends
+
+
+def read_user_events(
+    source: Path,
+    *,
+    ts_unit: str | None = None,
+    fmt: TextFormat = TextFormat(),
+    now: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """A small file of one user's plays (item_id, ts, optional weight), read with ingest's
+    readers and rules (epoch numbers in ts_unit, s by default, checked for the unit) ->
+    item_id (int64), ts (UTC), weight (float64). Nothing is quarantined here: the first bad
+    row is an IngestError naming the row and its reason."""
+    unit = check_unit(ts_unit or "s")
+    source = Path(source)
+    names, chunks = open_table_source(source, 1 << 30, fmt)
+    wanted = {ITEM_ID: ITEM_ID, TS: TS} | ({WEIGHT: WEIGHT} if WEIGHT in names else {})
+    check_columns(names, wanted, str(source))
+    try:
+        tables = list(chunks)
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
+    table = (
+        pa.concat_tables(tables)
+        if tables
+        else pa.table({c: pa.array([], pa.string()) for c in names})
+    )
+    n, cutoff_ns = table.num_rows, _future_cutoff(now).value
+    col = {c: table.column(c).combine_chunks() for c in wanted}
+    item, i_missing, i_bad = parse_ids(col[ITEM_ID])
+    ts, ts_bad, unit_rules = parse_ts_checked(col[TS], unit, cutoff_ns)
+    weight = _parse_weight(col[WEIGHT]) if WEIGHT in col else np.ones(n)
+    with np.errstate(invalid="ignore"):
+        rules = [
+            ("missing item_id", i_missing),
+            ("non-integer item_id", i_bad),
+            *unit_rules,
+            ("unparseable ts", ts_bad),
+            ("future ts", ts > cutoff_ns),
+            ("negative weight", weight < 0),
+            ("NaN weight", ~np.isfinite(weight)),
+        ]
+    for reason, mask in rules:
+        if mask.any():
+            row = int(np.flatnonzero(mask)[0])
+            about_ts = reason.startswith(f"{TS} ") or reason.endswith(f" {TS}")
+            shown = f" ({TS} {col[TS][row].as_py()!r})" if about_ts else ""
+            raise IngestError(f"{source}: row {row}{shown}: {reason}")
+    return pd.DataFrame(
+        {ITEM_ID: item, TS: pd.to_datetime(ts, utc=True), WEIGHT: weight.astype(np.float64)}
+    )

@@ -31,14 +31,18 @@ from userrep.columns import (
     USER_ID,
 )
 from userrep.ingest.common import (
+    FUTURE_TOLERANCE,
     IngestError,
     IngestReport,
     StagedParquet,
+    TextFormat,
     _np_mask,
     _parse_weight,
+    check_unit,
     new_ingest_id,
     parse_ids,
-    parse_ts,
+    parse_mapping,
+    parse_ts_checked,
     quarantine_table,
 )
 from userrep.ingest.events import check_columns, frame_to_table, open_table_source
@@ -67,25 +71,27 @@ ITEM_SCHEMA = pa.schema(
 )
 FRIEND_SCHEMA = pa.schema([(USER_ID, pa.int64()), (FRIEND_ID, pa.int64())])
 FrameOrPath: TypeAlias = pd.DataFrame | Path | str
+Mapping: TypeAlias = dict[str, str] | str | None  # {canonical: source} or "canonical=source,..."
 
 log = logging.getLogger(__name__)
 
 
 def _load_table(
     frame_or_path: FrameOrPath,
-    mapping: dict[str, str] | None,
+    mapping: Mapping,
     known: tuple[str, ...],
     required: tuple[str, ...],
+    fmt: TextFormat = TextFormat(),
 ) -> tuple[pa.Table, dict[str, str], str]:
     """Source table, canonical -> source column for the columns present, and a source name."""
-    mapping = dict(mapping or {})
+    mapping = parse_mapping(mapping, known) if isinstance(mapping, str) else dict(mapping or {})
     if unknown := sorted(set(mapping) - set(known)):
         raise IngestError(f"unknown canonical column(s) {unknown} in mapping (known: {known})")
     if isinstance(frame_or_path, pd.DataFrame):
         table, source = frame_to_table(frame_or_path), "<frame>"
     else:
         source = str(frame_or_path)
-        names, chunks = open_table_source(Path(frame_or_path), 1 << 30)
+        names, chunks = open_table_source(Path(frame_or_path), 1 << 30, fmt)
         check_columns(names, mapping, source)
         try:
             tables = list(chunks)
@@ -209,21 +215,30 @@ def stage_users(
     stage: Stage,
     paths: WorkspacePaths,
     frame_or_path: FrameOrPath,
-    mapping: dict[str, str] | None = None,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
+    ts_unit: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> IngestReport:
-    """Upsert users by user_id (whole rows replace); lists may be "|"-separated text."""
-    table, cols, source = _load_table(frame_or_path, mapping, USER_COLUMNS, (USER_ID,))
+    """Upsert users by user_id (whole rows replace); lists may be "|"-separated text; epoch
+    numbers in signup_ts are in ts_unit (s), checked as the events' ts are."""
+    unit = check_unit(ts_unit or "s")
+    table, cols, source = _load_table(frame_or_path, mapping, USER_COLUMNS, (USER_ID,), fmt)
     col = {c: table.column(s).combine_chunks() for c, s in cols.items()}
     n = table.num_rows
     user, rules = _id_reasons(col[USER_ID], USER_ID)
     signup = col.get(SIGNUP_TS, pa.nulls(n, pa.timestamp("ns", tz="UTC")))
-    ts, ts_bad = parse_ts(signup)
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    cutoff = (now if now.tzinfo else now.tz_localize("UTC")) + FUTURE_TOLERANCE
+    ts, ts_bad, unit_rules = parse_ts_checked(signup, unit, cutoff.value, SIGNUP_TS)
     age_in = col.get(AGE, pa.nulls(n, pa.float64()))
     age = _parse_weight(age_in)
     items, items_bad = _lists(col.get(ONBOARDING_ITEMS), n, as_int=True)
     genres, _ = _lists(col.get(ONBOARDING_GENRES), n, as_int=False)
     null_ts, null_age = _np_mask(signup.is_null()), _np_mask(age_in.is_null())
     rules += [
+        *unit_rules,
         (f"unparseable {SIGNUP_TS}", ts_bad & ~null_ts),
         (f"non-numeric {AGE}", np.isnan(age) & ~null_age),
         (f"non-integer {ONBOARDING_ITEMS}", items_bad),
@@ -249,10 +264,12 @@ def stage_items(
     stage: Stage,
     paths: WorkspacePaths,
     frame_or_path: FrameOrPath,
-    mapping: dict[str, str] | None = None,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
     """Upsert catalog items by item_id; genres may be a list or "|"-joined text."""
-    table, cols, source = _load_table(frame_or_path, mapping, ITEM_COLUMNS, (ITEM_ID,))
+    table, cols, source = _load_table(frame_or_path, mapping, ITEM_COLUMNS, (ITEM_ID,), fmt)
     col = {c: table.column(s).combine_chunks() for c, s in cols.items()}
     n = table.num_rows
     item, rules = _id_reasons(col[ITEM_ID], ITEM_ID)
@@ -279,11 +296,13 @@ def stage_friends(
     stage: Stage,
     paths: WorkspacePaths,
     frame_or_path: FrameOrPath,
-    mapping: dict[str, str] | None = None,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
     """Add (user_id, friend_id) pairs to the friends table (a set union)."""
     known = (USER_ID, FRIEND_ID)
-    table, cols, source = _load_table(frame_or_path, mapping, known, known)
+    table, cols, source = _load_table(frame_or_path, mapping, known, known, fmt)
     user, rules = _id_reasons(table.column(cols[USER_ID]).combine_chunks(), USER_ID)
     friend, friend_rules = _id_reasons(table.column(cols[FRIEND_ID]).combine_chunks(), FRIEND_ID)
     pair = pd.util.hash_pandas_object(pd.DataFrame({"u": user, "f": friend}), index=False)

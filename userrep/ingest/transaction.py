@@ -29,13 +29,14 @@ from userrep.faults import fault_point
 from userrep.ingest.common import (
     ColumnMapping,
     IngestReport,
+    TextFormat,
     log_record,
     new_ingest_id,
     quarantine_problem,
 )
 from userrep.ingest.events import existing_keys, stage_event_frame, stage_events
 from userrep.ingest.staging import Stage
-from userrep.ingest.tables import FrameOrPath, stage_friends, stage_items, stage_users
+from userrep.ingest.tables import FrameOrPath, Mapping, stage_friends, stage_items, stage_users
 from userrep.lock import workspace_lock
 from userrep.settings import WorkspacePaths
 
@@ -90,6 +91,7 @@ class IngestTransaction:
         ts_unit: str | None = None,
         now: pd.Timestamp | None = None,
         chunk_rows: int = 1_000_000,
+        fmt: TextFormat = TextFormat(),
     ) -> IngestReport:
         return self._stage_events(
             lambda stage, known: stage_events(
@@ -101,6 +103,7 @@ class IngestTransaction:
                 ts_unit=ts_unit,
                 now=now,
                 chunk_rows=chunk_rows,
+                fmt=fmt,
             )
         )
 
@@ -117,14 +120,30 @@ class IngestTransaction:
             )
         )
 
-    def users(self, source: FrameOrPath, mapping: dict[str, str] | None = None) -> IngestReport:
-        return self._add("users", stage_users(self.stage, self.paths, source, mapping))
+    def users(
+        self,
+        source: FrameOrPath,
+        mapping: Mapping = None,
+        *,
+        fmt: TextFormat = TextFormat(),
+        ts_unit: str | None = None,
+        now: pd.Timestamp | None = None,
+    ) -> IngestReport:
+        report = stage_users(
+            self.stage, self.paths, source, mapping, fmt=fmt, ts_unit=ts_unit, now=now
+        )
+        return self._add("users", report)
 
-    def items(self, source: FrameOrPath, mapping: dict[str, str] | None = None) -> IngestReport:
-        return self._add("items", stage_items(self.stage, self.paths, source, mapping))
+    def items(
+        self, source: FrameOrPath, mapping: Mapping = None, *, fmt: TextFormat = TextFormat()
+    ) -> IngestReport:
+        return self._add("items", stage_items(self.stage, self.paths, source, mapping, fmt=fmt))
 
-    def friends(self, source: FrameOrPath, mapping: dict[str, str] | None = None) -> IngestReport:
-        return self._add("friends", stage_friends(self.stage, self.paths, source, mapping))
+    def friends(
+        self, source: FrameOrPath, mapping: Mapping = None, *, fmt: TextFormat = TextFormat()
+    ) -> IngestReport:
+        report = stage_friends(self.stage, self.paths, source, mapping, fmt=fmt)
+        return self._add("friends", report)
 
     def table(self, target: Path, data: pd.DataFrame | pa.Table) -> None:
         """Any other file of the ingest (the synthetic data's ground truth), published with it."""
@@ -175,11 +194,15 @@ def ingest_events(
     ts_unit: str | None = None,
     now: pd.Timestamp | None = None,
     chunk_rows: int = 1_000_000,
+    fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
-    """Validate a CSV/TSV/parquet event file and append its new events as one part."""
+    """Validate an event file (parquet or delimited text) and append its new events as one
+    part."""
     return _one(
         paths,
-        lambda tx: tx.events(source, mapping, ts_unit=ts_unit, now=now, chunk_rows=chunk_rows),
+        lambda tx: tx.events(
+            source, mapping, ts_unit=ts_unit, now=now, chunk_rows=chunk_rows, fmt=fmt
+        ),
     )
 
 
@@ -195,21 +218,37 @@ def ingest_event_frame(
 
 
 def ingest_users(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
+    ts_unit: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> IngestReport:
     """Upsert users by user_id (whole rows replace); lists may be "|"-separated text."""
-    return _one(paths, lambda tx: tx.users(frame_or_path, mapping))
+    return _one(
+        paths, lambda tx: tx.users(frame_or_path, mapping, fmt=fmt, ts_unit=ts_unit, now=now)
+    )
 
 
 def ingest_items(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
     """Upsert catalog items by item_id; genres may be a list or "|"-joined text."""
-    return _one(paths, lambda tx: tx.items(frame_or_path, mapping))
+    return _one(paths, lambda tx: tx.items(frame_or_path, mapping, fmt=fmt))
 
 
 def ingest_friends(
-    paths: WorkspacePaths, frame_or_path: FrameOrPath, mapping: dict[str, str] | None = None
+    paths: WorkspacePaths,
+    frame_or_path: FrameOrPath,
+    mapping: Mapping = None,
+    *,
+    fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
     """Add (user_id, friend_id) pairs to the friends table (a set union)."""
-    return _one(paths, lambda tx: tx.friends(frame_or_path, mapping))
+    return _one(paths, lambda tx: tx.friends(frame_or_path, mapping, fmt=fmt))
