@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from userrep import columns as C
-from userrep.ingest.common import FUTURE_TOLERANCE, event_ids
+from userrep.ingest.common import FUTURE_TOLERANCE, check_unit, event_ids, parse_ts_checked
 
 PLAY = "play"
 SIGNUP = "signup"
@@ -134,29 +135,36 @@ def _fast_iso_us(text: str) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _parse_us(value: object) -> int:
+def _parse_us(value: object, key: str, now_us: int, unit: str) -> int:
+    """ingest's parse_ts_checked on one value (a plain ISO string takes a faster exact path):
+    epoch numbers, as numbers or text, are in `unit` and checked for it (Malformed)."""
     if isinstance(value, str):
         fast = _fast_iso_us(value)
         if fast is not None:
             return fast
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        ts = pd.Timestamp(float(value), unit="s", tz="UTC")
-    else:
-        ts = pd.Timestamp(str(value))
-    if ts is pd.NaT or pd.isna(ts):
-        raise ValueError("NaT")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.as_unit("us").asm8.view("i8"))  # any year: pandas may hold it in seconds
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{key} is not a time")
+    cutoff_ns = (now_us + FUTURE_TOLERANCE.value // 1000) * 1000
+    ns, bad, rules = parse_ts_checked(pa.array([value]), unit, cutoff_ns, key)
+    for reason, mask in rules:
+        if mask[0]:
+            raise Malformed(reason)
+    if bad[0]:
+        raise ValueError("unparseable")
+    return int(ns[0]) // 1000
 
 
-def _ts_us(raw: dict[str, Any], key: str, now_us: int) -> int:
-    """ISO text (naive = UTC) or epoch seconds -> microseconds (floored, as DuckDB stores them)."""
+def _ts_us(raw: dict[str, Any], key: str, now_us: int, unit: str = "s") -> int:
+    """ISO text (naive = UTC) or epoch numbers in `unit` -> microseconds (floored, as DuckDB
+    stores them), with ingest's rule (userrep.ingest.common.parse_ts_checked)."""
     value = raw.get(key)
     if value is None or value == "":
         raise Malformed(f"missing {key}")
     try:
-        us = _parse_us(value)
-    except (ValueError, TypeError, OverflowError):
+        us = _parse_us(value, key, now_us, unit)
+    except Malformed:
+        raise
+    except (ValueError, TypeError, OverflowError, pa.ArrowException):
         raise Malformed(f"unparseable {key}") from None
     if not _MIN_US <= us <= _MAX_US:  # as ingest: only times datetime64[ns] can hold
         raise Malformed(f"unparseable {key}")
@@ -210,9 +218,9 @@ def _list(raw: dict[str, Any], key: str, kind: type) -> tuple:
         ) from None
 
 
-def _signup(raw: dict[str, Any], now_us: int) -> Signup:
+def _signup(raw: dict[str, Any], now_us: int, unit: str = "s") -> Signup:
     user = _int(raw, C.USER_ID)
-    ts = _ts_us(raw, C.SIGNUP_TS, now_us)
+    ts = _ts_us(raw, C.SIGNUP_TS, now_us, unit)
     age = raw.get(C.AGE)
     if age is not None:
         if isinstance(age, bool):
@@ -234,23 +242,24 @@ def _signup(raw: dict[str, Any], now_us: int) -> Signup:
     )
 
 
-def _play(raw: dict[str, Any], now_us: int) -> Play:
+def _play(raw: dict[str, Any], now_us: int, unit: str = "s") -> Play:
     user, item = _int(raw, C.USER_ID), _int(raw, C.ITEM_ID)
-    return Play(_event_id(raw) or "", user, item, _ts_us(raw, C.TS, now_us), _weight(raw))
+    return Play(_event_id(raw) or "", user, item, _ts_us(raw, C.TS, now_us, unit), _weight(raw))
 
 
-def parse_event(raw: object, now_us: int) -> Event:
+def parse_event(raw: object, now_us: int, ts_unit: str = "s") -> Event:
     """One JSON value -> a Play or a Signup; raises Malformed(reason). A play without an
-    event_id gets "" here; parse_events fills in ingest's content-hash id."""
+    event_id gets "" here; parse_events fills in ingest's content-hash id. Epoch numbers
+    in ts / signup_ts are in ts_unit, as `userrep ingest --ts-unit` reads them."""
     if not isinstance(raw, dict):
         raise Malformed("event is not a JSON object")
     if _too_deep(raw):
         raise Malformed(f"event nested deeper than {MAX_DEPTH} levels")
     kind = raw.get(TYPE) or (PLAY if C.ITEM_ID in raw else SIGNUP if C.SIGNUP_TS in raw else None)
     if kind == PLAY:
-        return _play(raw, now_us)
+        return _play(raw, now_us, ts_unit)
     if kind == SIGNUP:
-        return _signup(raw, now_us)
+        return _signup(raw, now_us, ts_unit)
     if kind is None:
         raise Malformed("unknown event type: no item_id (play) or signup_ts (sign-up)")
     raise Malformed(f"unknown event type {_short(kind)}")
@@ -277,15 +286,16 @@ def _fill_play_ids(events: list[Event]) -> list[Event]:
 
 
 def parse_events(
-    raws: Sequence[object], now: pd.Timestamp | None = None
+    raws: Sequence[object], now: pd.Timestamp | None = None, ts_unit: str = "s"
 ) -> tuple[list[tuple[int, Event]], list[tuple[int, str]]]:
     """Raw JSON values -> ([(position, event)], [(position, reason)]) keeping input order."""
     now_us = (now or pd.Timestamp.now(tz="UTC")).value // 1000
+    check_unit(ts_unit)
     good: list[tuple[int, Event]] = []
     bad: list[tuple[int, str]] = []
     for pos, raw in enumerate(raws):
         try:
-            good.append((pos, parse_event(raw, now_us)))
+            good.append((pos, parse_event(raw, now_us, ts_unit)))
         except Malformed as err:
             bad.append((pos, str(err)))
         except Exception as err:  # a value no rule foresaw: rejected alone, never the batch

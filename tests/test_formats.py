@@ -244,3 +244,30 @@ def test_cli_ingest_in_the_wrong_unit_is_refused_with_the_unit_that_fits(tmp_pat
     assert result.exit_code == 0, result.output
     result = _cli("-w", str(tmp_path / "ws"), "ingest", str(source), "--ts-unit", "minutes")
     assert result.exit_code == 2 and "error: unknown ts_unit 'minutes'" in result.stderr
+
+
+def test_nrt_events_use_the_ingest_timestamp_rule() -> None:
+    from nrt.events import parse_events
+
+    play = {"user_id": 1, "item_id": 2}
+    raws = [
+        {**play, "ts": 888549960},
+        {**play, "ts": "888549960"},  # numeric text: epoch seconds, as ingest reads it
+        {**play, "ts": 888549960000},
+        {**play, "ts": "1998-02-27T03:26:00Z"},
+        {"user_id": 3, "signup_ts": 888549960000, "onboarding_items": [2]},
+    ]
+    good, bad = parse_events(raws, now=NOW)
+    expected_us = pd.Timestamp("1998-02-27 03:26:00", tz="UTC").value // 1000
+    assert [(pos, e.ts_us) for pos, e in good] == [
+        (0, expected_us),
+        (1, expected_us),
+        (3, expected_us),
+    ]
+    assert bad == [
+        (2, "ts implausible as epoch s (looks like ms: pass --ts-unit ms)"),
+        (4, "signup_ts implausible as epoch s (looks like ms: pass --ts-unit ms)"),
+    ]
+    good, bad = parse_events(raws, now=NOW, ts_unit="ms")
+    assert [pos for pos, _ in good] == [2, 3, 4]
+    assert bad[0] == (0, "ts implausible as epoch ms (looks like s: pass --ts-unit s)")
