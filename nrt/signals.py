@@ -5,17 +5,22 @@ one-off embedding is computed exactly as the stream computes it."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from nrt.aggregates import FeatureCache, feature_matrix
-from nrt.state import Profile, UserStates
+from nrt.config import NrtConfig
+from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
+from nrt.state import UPSERT_WATERMARK, Profile, SqliteState, UserStates
 from representation.artifact import UserEncoder
 from representation.encoders import ItemVectors
 from representation.inputs import InputLayout
+from representation.publish import published_times
 from userrep import columns as C
+from userrep.settings import Settings
 
 
 @dataclass
@@ -66,3 +71,51 @@ def embed_signals(
     """z_u (latent_dim,) for one user as of a time."""
     x = feature_matrix(signals.states(as_of), vecs, layout, FeatureCache(max_entries=1))
     return encoder.embed(x)[0]
+
+
+def unknown_picks(vecs: ItemVectors, signals: UserSignals) -> tuple[list[int], list[str]]:
+    """Onboarding item ids and genre words this encoder version does not know: the features
+    leave them out (features.onboarding_table), so a caller can say so."""
+    items = [int(i) for i in signals.onboarding_items]
+    rows = vecs.index(np.asarray(items, np.int64)) if items else np.zeros(0, np.int64)
+    unknown_items = [i for i, r in zip(items, rows.tolist(), strict=True) if r < 0]
+    unknown_genres = [g for g in signals.onboarding_genres if g not in vecs.genre_content]
+    return unknown_items, unknown_genres
+
+
+class NotNewer(ValueError):
+    """A vector older than the one already online for the user: it is not written."""
+
+
+def publish_signals_vector(
+    settings: Settings, batch_id: str, user_id: int, z: np.ndarray, as_of: pd.Timestamp
+) -> None:
+    """Write one user's z_u online under `batch_id` as of `as_of`, as the NRT engine writes:
+    OnlineWriter, the offline outbox (flushed here), inside the user's NRT state transaction,
+    which serialises it with the engine's writes. The ordering guard is the engine's: the
+    user's watermark (newest event time) never moves back, and a vector as of a time older
+    than it, or than the batch's newest published as-of, raises NotNewer: the online store
+    keeps the last write, and an older vector must never replace a newer one."""
+    cfg = NrtConfig()
+    cfg = cfg.model_copy(update={"partition": user_id % cfg.partitions})
+    as_of_us = as_of.value // 1000
+    newer = [t for t in published_times(settings, batch_id) if t > as_of]
+    if newer:
+        raise NotNewer(f"batch {batch_id} is published as of {max(newer)}, after {as_of}")
+    state = SqliteState(cfg.state_file(settings))
+    try:
+        with state.transaction():
+            marks = state.load([user_id]).as_of_us
+            if len(marks) and int(marks[0]) > as_of_us:
+                newest = pd.Timestamp(int(marks[0]), unit="us", tz="UTC")
+                raise NotNewer(f"user {user_id} has NRT events up to {newest}, after {as_of}")
+            now_us = time.time_ns() // 1000
+            vec = np.asarray(z, np.float32)[None, :]
+            OnlineWriter(nrt_feature_store(settings)).write(
+                [user_id], [batch_id], vec, [as_of_us], now_us
+            )
+            state.outbox_add([(batch_id, user_id, vec[0].tobytes(), as_of_us, now_us)])
+            state.conn.execute(UPSERT_WATERMARK, (user_id, as_of_us, 0))
+        flush_outbox(state, settings)
+    finally:
+        state.close()

@@ -132,3 +132,66 @@ def test_export_embeddings_takes_the_newest_as_of_unless_told(tmp_path: Path) ->
     assert json.loads(pd.read_csv(csv)[C.Z_U][0]) == [1.5, 1.0]
     with pytest.raises(FileNotFoundError, match="no z_u as of"):
         export_embeddings(settings, "b-1", out, as_of=pd.Timestamp("2023-01-01", tz="UTC"))
+
+
+@pytest.mark.slow
+def test_embed_user_reads_events_as_ingest_names_unknown_picks_and_publishes(
+    built, tmp_path: Path
+) -> None:  # built: conftest.Pipeline
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from representation import batches
+    from representation.encoders import load_item_vectors
+    from representation.serving import get_user_embeddings
+    from userrep.db import session_scope
+    from userrep.feast_store import apply_repo
+    from userrep.settings import Settings
+
+    ws = tmp_path / "ws"
+    shutil.copytree(built.settings.workspace, ws)
+    settings = Settings(workspace=ws, text_cache=built.settings.text_cache)
+    apply_repo(settings)
+    with session_scope(settings.metadata_db_url) as session:
+        batches.promote(session, built.batch_id, force_reason="embed-user test")
+    vecs = load_item_vectors(settings.paths, None)
+    item, genre = int(vecs.item_ids[0]), sorted(vecs.genre_content)[0]
+    after = built.end + pd.Timedelta(days=1)
+    plays_ms = tmp_path / "plays.csv"
+    t_ms = int(built.end.value // 10**6) - 3_600_000
+    plays_ms.write_text(f"item_id,ts\n{item},{t_ms}\n")
+    base = ["-w", str(ws), "embed-user", "--user-id", "424242", "--as-of", str(after)]
+
+    # the ingest timestamp rule: milliseconds read as seconds is an error naming both units
+    line = _one_error_line(_invoke(*base, "--events", str(plays_ms)))
+    assert "ts implausible as epoch s (looks like ms: pass --ts-unit ms)" in line
+    ok = _invoke(*base, "--events", str(plays_ms), "--ts-unit", "ms", "--items", str(item))
+    assert ok.exit_code == 0, ok.output
+
+    # unknown picks are named (stderr and JSON) and left out; all unknown is an error
+    result = _invoke(*base, "--items", f"{item},999999999", "--genres", f"{genre},no-such-genre")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["unknown_items"], out["unknown_genres"]) == ([999999999], ["no-such-genre"])
+    assert "999999999" in result.stderr and "no-such-genre" in result.stderr
+    alone = json.loads(_invoke(*base, "--items", str(item), "--genres", genre).stdout)
+    assert alone["z_u"] == out["z_u"]  # the unknown picks changed nothing
+    line = _one_error_line(_invoke(*base, "--items", "999999999", "--genres", "no-such-genre"))
+    assert "none of the onboarding picks is known" in line
+
+    # --publish writes the vector online, read back through the serving path
+    result = _invoke(*base, "--items", str(item), "--publish")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["published"] is True
+    batch, z = get_user_embeddings(settings, [424242])
+    assert batch == built.batch_id
+    np.testing.assert_allclose(z[0], out["z_u"], atol=1e-5)
+    # an older vector never replaces it: the user's watermark, or the batch's published as-of
+    for older in (after - pd.Timedelta(hours=1), built.end - pd.Timedelta(days=2)):
+        args = ["-w", str(ws), "embed-user", "--user-id", "424242", "--as-of", str(older)]
+        line = _one_error_line(_invoke(*args, "--genres", genre, "--publish"))
+        assert line.startswith("error: not published:"), line
+    np.testing.assert_allclose(get_user_embeddings(settings, [424242])[1][0], z[0])

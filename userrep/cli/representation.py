@@ -358,39 +358,95 @@ def embed_user_cmd(
     gender: Annotated[str, typer.Option(help="f / m / x.")] = "",
     country: Annotated[str, typer.Option(help="Country code.")] = "",
     events: Annotated[
-        Path | None, typer.Option(help="CSV/parquet of the user's plays: item_id, ts, weight.")
+        Path | None,
+        typer.Option(
+            help="The user's plays: item_id, ts, optional weight; parquet or delimited text, "
+            "read with ingest's readers and rules."
+        ),
     ] = None,
+    ts_unit: Annotated[
+        str,
+        typer.Option(
+            help="Unit of epoch-number ts in --events: s, ms, us or ns (as `ingest "
+            "--ts-unit`); a number implausible in it is an error naming the unit that fits."
+        ),
+    ] = "s",
     as_of: Annotated[str | None, typer.Option(help="Embed as of this time (default: now).")] = None,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="Also write the vector online (and offline) for the user, as the NRT path "
+            "does; refused when a newer vector of the user may be online.",
+        ),
+    ] = False,
 ) -> None:
-    """Embed one user from onboarding signals (and optional plays) with a batch's encoder."""
+    """Embed one user from onboarding signals (and optional plays) with a batch's encoder.
+
+    Prints one JSON object: user_id, batch_id, z_u, published, and the onboarding picks the
+    encoder does not know (unknown_items, unknown_genres), which are left out (and named on
+    stderr); when every pick given is unknown, nothing is embedded (error, exit 2)."""
     import pandas as pd
 
-    from nrt.signals import UserSignals, embed_signals
+    from nrt.signals import (
+        NotNewer,
+        UserSignals,
+        embed_signals,
+        publish_signals_vector,
+        unknown_picks,
+    )
     from representation.encoders import load_item_vectors
     from representation.pipeline import load_encoder
     from representation.serving import resolve_batch
+    from userrep.ingest import IngestError, read_user_events
 
     batch_id, _ = resolve_batch(require_workspace(), batch)
+    now = parse_time(as_of) or pd.Timestamp.now(tz="UTC")
+    try:
+        plays = None if events is None else read_user_events(events, ts_unit=ts_unit)
+    except IngestError as err:
+        fail(str(err))
     encoder, layout = load_encoder(state.settings, batch_id)
     vecs = load_item_vectors(state.settings.paths, encoder.extra.get("encoder_version"))
-    now = parse_time(as_of) or pd.Timestamp.now(tz="UTC")
-    plays = None
-    if events is not None:
-        plays = pd.read_parquet(events) if events.suffix == ".parquet" else pd.read_csv(events)
-        plays["ts"] = pd.to_datetime(plays["ts"], utc=True)
+    try:
+        picked = [int(i) for i in items.split(",") if i.strip()]
+    except ValueError:
+        fail(f"--items {items!r}: give comma-separated integer item ids")
     signals = UserSignals(
         user_id,
         parse_time(signup) or now,
         age,
         gender,
         country,
-        [int(i) for i in items.split(",") if i],
-        [g for g in genres.split(",") if g],
+        picked,
+        [g.strip() for g in genres.split(",") if g.strip()],
         plays,
     )
-    z = embed_signals(encoder, layout, vecs, signals, now)
-    print(
-        json.dumps(
-            {"user_id": user_id, "batch_id": batch_id, "z_u": [round(float(v), 6) for v in z]}
+    unknown_items, unknown_genres = unknown_picks(vecs, signals)
+    n_picks = len(signals.onboarding_items) + len(signals.onboarding_genres)
+    if n_picks and len(unknown_items) + len(unknown_genres) == n_picks:
+        fail(
+            f"none of the onboarding picks is known to batch {batch_id}'s encoder "
+            f"(items {unknown_items}, genres {unknown_genres})"
         )
-    )
+    if unknown_items or unknown_genres:
+        console.print(
+            f"ignored onboarding picks the encoder does not know: items {unknown_items}, "
+            f"genres {unknown_genres}"
+        )
+    z = embed_signals(encoder, layout, vecs, signals, now)
+    if publish:
+        try:
+            publish_signals_vector(state.settings, batch_id, user_id, z, now)
+        except NotNewer as err:
+            fail(f"not published: {err}")
+        console.print(f"user {user_id}: z_u published online under batch {batch_id} as of {now}")
+    result = {
+        "user_id": user_id,
+        "batch_id": batch_id,
+        "z_u": [round(float(v), 6) for v in z],
+        "published": publish,
+        "unknown_items": unknown_items,
+        "unknown_genres": unknown_genres,
+    }
+    print(json.dumps(result))
