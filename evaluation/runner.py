@@ -5,6 +5,7 @@ probe, and run the requested ablations of z_u; `evaluate()` is what `userrep eva
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from userrep import columns as C
 
 log = logging.getLogger(__name__)
 DEFAULT_METHODS = ("z_u", *BASELINES)
+# item-title embeddings are shared between runs; never written into the working directory
+DEFAULT_TEXT_CACHE = Path(tempfile.gettempdir()) / "userrep-text-cache.parquet"
 
 
 @dataclass
@@ -122,7 +125,7 @@ def evaluate(
         if not run.notes:
             run.notes = probe_notes(split)
         ctx = make_context(split)
-        ctx.extras |= {TEXT_CACHE: text_cache or Path("text_cache.parquet")}
+        ctx.extras |= {TEXT_CACHE: text_cache or DEFAULT_TEXT_CACHE}
         for key in methods:
             run.runs.append(run_method(split, ctx, key))
             if on_step:

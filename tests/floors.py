@@ -92,7 +92,9 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("--seed", type=int, action="append", default=None)
     args = parser.parse_args()
-    run = evaluate(args.dataset, args.seed or [0, 1, 2], ["z_u"])
+    seeds = args.seed or [0, 1, 2]
+    run = evaluate(args.dataset, seeds, ["z_u"])
+    run.command = f"python -m tests.floors {args.dataset} " + " ".join(f"--seed {s}" for s in seeds)
     save(run)
     print(f"{args.dataset}: floors written to {FLOORS_FILE}")
 
