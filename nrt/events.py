@@ -19,7 +19,13 @@ import pandas as pd
 import pyarrow as pa
 
 from userrep import columns as C
-from userrep.ingest.common import FUTURE_TOLERANCE, check_unit, event_ids, parse_ts_checked
+from userrep.ingest.common import (
+    FUTURE_TOLERANCE,
+    check_unit,
+    event_ids,
+    parse_ts_checked,
+    plausible_epoch_ns,
+)
 
 PLAY = "play"
 SIGNUP = "signup"
@@ -145,6 +151,12 @@ def _parse_us(value: object, key: str, now_us: int, unit: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"{key} is not a time")
     cutoff_ns = (now_us + FUTURE_TOLERANCE.value // 1000) * 1000
+    text = value.strip().lstrip("+-") if isinstance(value, str) else ""
+    digits = text.isascii() and text.isdigit()  # ASCII digits only, as pyarrow reads them
+    if isinstance(value, int) or digits:
+        fast_ns = plausible_epoch_ns(int(value), unit, cutoff_ns)
+        if fast_ns is not None:
+            return fast_ns // 1000
     ns, bad, rules = parse_ts_checked(pa.array([value]), unit, cutoff_ns, key)
     for reason, mask in rules:
         if mask[0]:

@@ -271,3 +271,23 @@ def test_nrt_events_use_the_ingest_timestamp_rule() -> None:
     good, bad = parse_events(raws, now=NOW, ts_unit="ms")
     assert [pos for pos, _ in good] == [2, 3, 4]
     assert bad[0] == (0, "ts implausible as epoch ms (looks like s: pass --ts-unit s)")
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_one_event_fast_path_reads_epoch_numbers_as_the_full_rule_does(unit: str) -> None:
+    """NRT parses integer and digit-text times without pyarrow; each value must end as the
+    full rule (parse_ts_checked) has it: the same microseconds, or the same refusal."""
+    from nrt.events import _parse_us
+
+    now_us = 1_800_000_000 * 10**6
+    cutoff_ns = now_us * 1000 + 86_400 * 10**9
+    values: list[object] = [888549960, 888549960123, "888549960", " 1700000000 ", "-5", 0]
+    values += [2**62, "99999999999999999999", 1_800_000_000 + 7 * 86_400, "+1700000000"]
+    for value in values:
+        ns, bad, rules = parse_ts_checked(pa.array([str(value).strip()]), unit, cutoff_ns)
+        refused = bad[0] or any(mask[0] for _, mask in rules)
+        if refused:
+            with pytest.raises(ValueError):
+                _parse_us(value, TS, now_us, unit)
+        else:
+            assert _parse_us(value, TS, now_us, unit) == int(ns[0]) // 1000, value
