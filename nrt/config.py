@@ -42,6 +42,8 @@ class NrtConfig(BaseSettings):
     # partition, one consumer process each: per-user order holds, and partitions run in parallel.
     partitions: int = 1
     partition: int = 0  # the partition this consumer serves
+    # epoch numbers in an event's ts / signup_ts are in this unit, as `userrep ingest --ts-unit`
+    ts_unit: Literal["s", "ms", "us", "ns"] = "s"
     state: Literal["sqlite"] = "sqlite"  # per-user event state backend (see state.py)
     # torch threads of the thread that embeds (set there: OpenMP settings are per thread).
     # One is fastest for micro-batches; more only spin and contend on a shared CPU.

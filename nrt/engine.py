@@ -197,7 +197,7 @@ class NrtEngine:
     def _validate(self, raws: Sequence[object]) -> tuple[list[tuple[int, Event]], list]:
         """Parsed events and (position, reason) of the bad ones; with partitions, an event of
         another partition's user is bad too (applying it would split that user's state)."""
-        good, bad = parse_events(raws)
+        good, bad = parse_events(raws, ts_unit=self.cfg.ts_unit)
         if self.cfg.partitions == 1:
             return good, bad
         where = f"partition {self.cfg.partition} of {self.cfg.partitions}"

@@ -291,3 +291,12 @@ def test_one_event_fast_path_reads_epoch_numbers_as_the_full_rule_does(unit: str
                 _parse_us(value, TS, now_us, unit)
         else:
             assert _parse_us(value, TS, now_us, unit) == int(ns[0]) // 1000, value
+
+
+def test_nrt_commands_take_the_ingest_unit_and_refuse_another(tmp_path: Path) -> None:
+    from nrt.config import NrtConfig
+
+    assert NrtConfig().ts_unit == "s" and NrtConfig(ts_unit="ms").ts_unit == "ms"
+    for command in ("serve", "consume"):
+        got = CliRunner().invoke(app, ["-w", str(tmp_path), "nrt", command, "--ts-unit", "h"])
+        assert got.exit_code == 2 and "error: --ts-unit" in got.output, got.output

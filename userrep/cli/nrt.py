@@ -28,12 +28,24 @@ RedisUrl = Annotated[
     str | None, typer.Option(help="Redis host:port[,db=N] (default USERREP_REDIS_URL).")
 ]
 Stream = Annotated[str | None, typer.Option(help="Event stream (default userrep:nrt:events).")]
+TsUnit = Annotated[
+    str | None,
+    typer.Option(
+        help="Unit of epoch numbers in ts / signup_ts: s, ms, us or ns (default s, as ingest)."
+    ),
+]
 
 
 def _config(**overrides: Any):  # -> NrtConfig
+    from pydantic import ValidationError
+
     from nrt.config import NrtConfig
 
-    return NrtConfig(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return NrtConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        wrong = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        fail(wrong.replace("_", "-"))
 
 
 def _engine(cfg: Any, dead_letters: Any):  # -> NrtEngine
@@ -69,6 +81,7 @@ def serve_cmd(
     ] = None,
     state_path: StatePath = None,
     threads: Threads = None,
+    ts_unit: TsUnit = None,
 ) -> None:
     """HTTP service: POST /events, GET /users/{id}/embedding?batch=B, /healthz, /metrics."""
     from nrt.http import serve
@@ -81,6 +94,7 @@ def serve_cmd(
         refresh_seconds=refresh_seconds,
         state_path=state_path,
         torch_threads=threads,
+        ts_unit=ts_unit,
     )
     engine = _engine(cfg, FileDeadLetters(cfg.dead_letter_file(state.settings)))
     try:
@@ -123,6 +137,7 @@ def consume_cmd(
     metrics_out: MetricsOut = None,
     state_path: StatePath = None,
     threads: Threads = None,
+    ts_unit: TsUnit = None,
 ) -> None:
     """Redis Streams consumer (consumer group; resumes pending entries after a restart)."""
     from nrt.stream import RedisDeadLetters, StreamConsumer, redis_client
@@ -140,6 +155,7 @@ def consume_cmd(
         partition=partition,
         partitions=partitions,
         torch_threads=threads,
+        ts_unit=ts_unit,
     )
     client = redis_client(cfg, state.settings)
     engine = _engine(cfg, RedisDeadLetters(client, cfg.dead_letter_stream))
