@@ -300,3 +300,21 @@ def test_nrt_commands_take_the_ingest_unit_and_refuse_another(tmp_path: Path) ->
     for command in ("serve", "consume"):
         got = CliRunner().invoke(app, ["-w", str(tmp_path), "nrt", command, "--ts-unit", "h"])
         assert got.exit_code == 2 and "error: --ts-unit" in got.output, got.output
+
+
+def test_a_latin1_dat_file_is_read_with_its_encoding(paths: WorkspacePaths, tmp_path: Path) -> None:
+    """MovieLens 1M's movies.dat is latin-1: as UTF-8 it is refused whole, with --encoding
+    latin-1 the titles come through intact."""
+    movies = tmp_path / "movies.dat"
+    movies.write_bytes("1::Am\xe9lie (2001)::Comedy|Romance\n".encode("latin-1"))
+    with pytest.raises(IngestError, match="cannot read"):
+        ingest_items(paths, movies, "item_id=1,title=2,genres=3")
+    report = ingest_items(
+        paths, movies, "item_id=1,title=2,genres=3", fmt=TextFormat(encoding="latin-1")
+    )
+    assert report.accepted == 1
+    assert (
+        read_table(paths.items, ITEM_SCHEMA).set_index(ITEM_ID).loc[1, "title"] == "Amélie (2001)"
+    )
+    with pytest.raises(IngestError, match="unknown encoding"):
+        TextFormat(encoding="latin-99")

@@ -100,6 +100,10 @@ def ingest_cmd(
             help="Whether text files start with a header line (default: yes, except .dat).",
         ),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option(help="Text encoding of every text file (MovieLens 1M's .dat: latin-1)."),
+    ] = "utf-8",
     ts_unit: Annotated[
         str,
         typer.Option(
@@ -140,7 +144,7 @@ def ingest_cmd(
     if dataset is None and source is None and not users and not items:
         fail("nothing to ingest: give an events file or --dataset")
     try:
-        fmt = ingest.TextFormat(sep, header)
+        fmt = ingest.TextFormat(sep, header, encoding)
         with locked("ingest"), ingest.IngestTransaction(paths) as tx:
             if dataset is not None:
                 _ingest_builtin(tx, paths, dataset, path, n_users, seed)

@@ -3,6 +3,7 @@ parsing of ids / timestamps / weights, deterministic event ids."""
 
 from __future__ import annotations
 
+import codecs
 import logging
 import secrets
 from dataclasses import asdict, dataclass, fields
@@ -151,8 +152,13 @@ class TextFormat:
 
     sep: str | None = None
     header: bool | None = None
+    encoding: str = "utf-8"  # of every text file; read as UTF-8 after transcoding
 
     def __post_init__(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise IngestError(f"unknown encoding {self.encoding!r} (e.g. utf-8, latin-1)") from None
         if self.sep is not None:
             sep = {"\\t": "\t", "tab": "\t"}.get(self.sep, self.sep)
             if not sep or any(c in sep for c in '\r\n"' + UNIT_SEP):

@@ -299,7 +299,12 @@ class _JoinedSeparator(io.RawIOBase):
 
 
 def _text_reader(
-    source: Path, sep: str, block: int, names: list[str] | None = None, header: bool = True
+    source: Path,
+    sep: str,
+    block: int,
+    names: list[str] | None = None,
+    header: bool = True,
+    encoding: str = "utf-8",
 ) -> pacsv.CSVStreamingReader:
     """pyarrow's streaming CSV reader of a delimited file; given names, every column is text
     (a header line is skipped); without them, the header or "f0", "f1", ... name them."""
@@ -307,7 +312,7 @@ def _text_reader(
     parse = pacsv.ParseOptions(
         delimiter=UNIT_SEP if joined else sep, quote_char=False if joined else '"'
     )
-    read = pacsv.ReadOptions(block_size=block)
+    read = pacsv.ReadOptions(block_size=block, encoding=encoding)
     convert = pacsv.ConvertOptions()
     if names is not None:
         read.column_names, read.skip_rows = names, int(header)
@@ -333,12 +338,12 @@ def open_table_source(
             names = pf.schema_arrow.names
             return names, (pa.Table.from_batches([b]) for b in pf.iter_batches(chunk_rows))
         sep, header = fmt.resolve(source)
-        first = _text_reader(source, sep, 1 << 20, header=header)
+        first = _text_reader(source, sep, 1 << 20, header=header, encoding=fmt.encoding)
         names = first.schema.names
         first.close()
         if not header:
             names = [str(i + 1) for i in range(len(names))]
-        reader = _text_reader(source, sep, CSV_BLOCK_BYTES, names, header)
+        reader = _text_reader(source, sep, CSV_BLOCK_BYTES, names, header, fmt.encoding)
         return names, _rechunk(reader, chunk_rows)
     except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
