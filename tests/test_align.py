@@ -114,6 +114,7 @@ def _tiny_train(x, blocks, seed: int, anchors=None, weight: float = 1.0) -> User
     return UserEncoder.from_result(train_autoencoder(x, blocks, cfg, tcfg, anchors=anchors))
 
 
+@pytest.mark.slow  # four autoencoder trainings
 def test_bct_term_pulls_anchor_vectors_toward_the_parent() -> None:
     x, blocks = _bct_world()
     parent = _tiny_train(x, blocks, seed=0)

@@ -306,6 +306,7 @@ def test_item_targets_mark_exactly_each_users_items_among_the_most_popular() -> 
     np.testing.assert_array_equal(targets.matrix.toarray(), [[1, 1], [1, 0], [1, 1]])
 
 
+@pytest.mark.slow  # 3-fold CV over the C grid, 200 per-item regressions
 def test_validated_probe_picks_a_strong_penalty_when_few_directions_carry_the_future(
     data: EvalData,
 ) -> None:
