@@ -16,9 +16,9 @@ from nrt.config import NrtConfig
 from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
 from nrt.state import UPSERT_WATERMARK, Profile, SqliteState, UserStates
 from representation.artifact import UserEncoder
-from representation.encoders import ItemVectors
+from representation.encoders import ItemVectors, load_item_vectors
 from representation.inputs import InputLayout
-from representation.publish import published_times
+from representation.publish import load_encoder, published_times
 from userrep import columns as C
 from userrep.settings import Settings
 
@@ -119,3 +119,44 @@ def publish_signals_vector(
         flush_outbox(state, settings)
     finally:
         state.close()
+
+
+class UnknownPicks(ValueError):
+    """Every onboarding pick given is unknown to the batch's encoder: nothing to embed from."""
+
+
+@dataclass
+class EmbeddedUser:
+    """embed_user's answer: the vector, whether it went online, the picks left out."""
+
+    user_id: int
+    batch_id: str
+    z: np.ndarray  # (latent_dim,) float32
+    published: bool
+    unknown_items: list[int]
+    unknown_genres: list[str]
+
+
+def embed_user(
+    settings: Settings,
+    batch_id: str,
+    signals: UserSignals,
+    as_of: pd.Timestamp,
+    publish: bool = False,
+) -> EmbeddedUser:
+    """`userrep embed-user`: one user's z_u from raw signals with batch_id's encoder, written
+    online under the NRT ordering guard when publish (NotNewer when a newer vector is there).
+    Unknown onboarding picks are left out and named; UnknownPicks when every pick is unknown."""
+    encoder, layout = load_encoder(settings, batch_id)
+    vecs = load_item_vectors(settings.paths, encoder.extra.get("encoder_version"))
+    unknown_items, unknown_genres = unknown_picks(vecs, signals)
+    n_picks = len(signals.onboarding_items) + len(signals.onboarding_genres)
+    if n_picks and len(unknown_items) + len(unknown_genres) == n_picks:
+        raise UnknownPicks(
+            f"none of the onboarding picks is known to batch {batch_id}'s encoder "
+            f"(items {unknown_items}, genres {unknown_genres})"
+        )
+    z = embed_signals(encoder, layout, vecs, signals, as_of)
+    if publish:
+        publish_signals_vector(settings, batch_id, signals.user_id, z, as_of)
+    return EmbeddedUser(signals.user_id, batch_id, z, publish, unknown_items, unknown_genres)

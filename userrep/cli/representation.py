@@ -388,15 +388,7 @@ def embed_user_cmd(
     stderr); when every pick given is unknown, nothing is embedded (error, exit 2)."""
     import pandas as pd
 
-    from nrt.signals import (
-        NotNewer,
-        UserSignals,
-        embed_signals,
-        publish_signals_vector,
-        unknown_picks,
-    )
-    from representation.encoders import load_item_vectors
-    from representation.pipeline import load_encoder
+    from nrt.signals import NotNewer, UnknownPicks, UserSignals, embed_user
     from representation.serving import resolve_batch
     from userrep.ingest import IngestError, read_user_events
 
@@ -406,8 +398,6 @@ def embed_user_cmd(
         plays = None if events is None else read_user_events(events, ts_unit=ts_unit)
     except IngestError as err:
         fail(str(err))
-    encoder, layout = load_encoder(state.settings, batch_id)
-    vecs = load_item_vectors(state.settings.paths, encoder.extra.get("encoder_version"))
     try:
         picked = [int(i) for i in items.split(",") if i.strip()]
     except ValueError:
@@ -422,31 +412,25 @@ def embed_user_cmd(
         [g.strip() for g in genres.split(",") if g.strip()],
         plays,
     )
-    unknown_items, unknown_genres = unknown_picks(vecs, signals)
-    n_picks = len(signals.onboarding_items) + len(signals.onboarding_genres)
-    if n_picks and len(unknown_items) + len(unknown_genres) == n_picks:
-        fail(
-            f"none of the onboarding picks is known to batch {batch_id}'s encoder "
-            f"(items {unknown_items}, genres {unknown_genres})"
-        )
-    if unknown_items or unknown_genres:
+    try:
+        got = embed_user(state.settings, batch_id, signals, now, publish)
+    except UnknownPicks as err:
+        fail(str(err))
+    except NotNewer as err:
+        fail(f"not published: {err}")
+    if got.unknown_items or got.unknown_genres:
         console.print(
-            f"ignored onboarding picks the encoder does not know: items {unknown_items}, "
-            f"genres {unknown_genres}"
+            f"ignored onboarding picks the encoder does not know: items {got.unknown_items}, "
+            f"genres {got.unknown_genres}"
         )
-    z = embed_signals(encoder, layout, vecs, signals, now)
-    if publish:
-        try:
-            publish_signals_vector(state.settings, batch_id, user_id, z, now)
-        except NotNewer as err:
-            fail(f"not published: {err}")
+    if got.published:
         console.print(f"user {user_id}: z_u published online under batch {batch_id} as of {now}")
     result = {
         "user_id": user_id,
         "batch_id": batch_id,
-        "z_u": [round(float(v), 6) for v in z],
-        "published": publish,
-        "unknown_items": unknown_items,
-        "unknown_genres": unknown_genres,
+        "z_u": [round(float(v), 6) for v in got.z],
+        "published": got.published,
+        "unknown_items": got.unknown_items,
+        "unknown_genres": got.unknown_genres,
     }
     print(json.dumps(result))
