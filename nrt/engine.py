@@ -17,7 +17,7 @@ from nrt.bootstrap import bootstrap
 from nrt.config import NrtConfig
 from nrt.events import Event, parse_events
 from nrt.metrics import Metrics
-from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
+from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store, publish_rows
 from nrt.serving_set import ServedBatch, ServingSet
 from nrt.state import SqliteState
 from userrep.settings import Settings
@@ -232,13 +232,7 @@ class NrtEngine:
         out_users: list[int] = []
         for u, b, zs, t in by_dim.values():
             z_all = np.vstack(zs).astype(np.float32)
-            self.writer.write(u, b, z_all, t, now_us)
-            self.state.outbox_add(
-                [
-                    (bi, ui, row.tobytes(), ti, now_us)
-                    for ui, bi, row, ti in zip(u, b, z_all, t, strict=True)
-                ]
-            )
+            publish_rows(self.writer, self.state, u, b, z_all, t, now_us)
             out_users += u
         self._outbox_rows += len(out_users)
         self._outbox_oldest = self._outbox_oldest or now_us

@@ -135,6 +135,26 @@ def write_offline(rows: Sequence[tuple], settings: Settings) -> int:
     return len(by_batch)
 
 
+def publish_rows(
+    writer: OnlineWriter,
+    state: SqliteState,
+    user_ids: Sequence[int],
+    batch_ids: Sequence[str],
+    z: np.ndarray,
+    as_of_us: Sequence[int],
+    created_us: int,
+) -> None:
+    """Put z_u rows out, inside the caller's state transaction: online now, and into the
+    outbox that flush_outbox appends offline. The one way the NRT path publishes a vector."""
+    writer.write(user_ids, batch_ids, z, as_of_us, created_us)
+    state.outbox_add(
+        [
+            (b, u, row.tobytes(), t, created_us)
+            for u, b, row, t in zip(user_ids, batch_ids, z, as_of_us, strict=True)
+        ]
+    )
+
+
 def flush_outbox(
     state: SqliteState, settings: Settings, lock: AbstractContextManager = nullcontext()
 ) -> tuple[int, int]:

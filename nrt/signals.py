@@ -13,7 +13,7 @@ import pandas as pd
 
 from nrt.aggregates import FeatureCache, feature_matrix
 from nrt.config import NrtConfig
-from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store
+from nrt.publish import OnlineWriter, flush_outbox, nrt_feature_store, publish_rows
 from nrt.state import UPSERT_WATERMARK, Profile, SqliteState, UserStates
 from representation.artifact import UserEncoder
 from representation.encoders import ItemVectors, load_item_vectors
@@ -111,10 +111,8 @@ def publish_signals_vector(
                 raise NotNewer(f"user {user_id} has NRT events up to {newest}, after {as_of}")
             now_us = time.time_ns() // 1000
             vec = np.asarray(z, np.float32)[None, :]
-            OnlineWriter(nrt_feature_store(settings)).write(
-                [user_id], [batch_id], vec, [as_of_us], now_us
-            )
-            state.outbox_add([(batch_id, user_id, vec[0].tobytes(), as_of_us, now_us)])
+            writer = OnlineWriter(nrt_feature_store(settings))
+            publish_rows(writer, state, [user_id], [batch_id], vec, [as_of_us], now_us)
             state.conn.execute(UPSERT_WATERMARK, (user_id, as_of_us, 0))
         flush_outbox(state, settings)
     finally:

@@ -4,6 +4,7 @@ non-zero on failure, prints a table and writes an HTML report under <workspace>/
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import pandas as pd
@@ -61,17 +62,6 @@ def _show(outcome, all_checks: bool) -> None:  # outcome: validation.outcome.Val
 
 
 def _as_dict(outcome) -> dict:
-    checks = [
-        {
-            "name": c.name,
-            "success": c.success,
-            "severity": c.severity,
-            "observed": c.observed,
-            "threshold": c.threshold,
-            "error": c.error,
-        }
-        for c in outcome.checks
-    ]
     return {
         "target_kind": outcome.target_kind,
         "target_ref": outcome.target_ref,
@@ -80,7 +70,7 @@ def _as_dict(outcome) -> dict:
         "failed": outcome.failed,
         "warnings": outcome.warnings,
         "report": None if outcome.report_path is None else str(outcome.report_path),
-        "checks": checks,
+        "checks": [asdict(c) for c in outcome.checks],
     }
 
 
