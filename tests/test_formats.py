@@ -112,13 +112,21 @@ def test_separators_across_read_boundaries_and_suffix_defaults(
         ingest_events(paths, tmp_path / "plays.json", now=NOW)
 
 
-def test_a_malformed_dat_line_fails_the_file_and_publishes_nothing(
+def test_malformed_dat_lines_are_quarantined_with_their_fields_and_the_rest_accepted(
     paths: WorkspacePaths, tmp_path: Path
 ) -> None:
-    source = _lines(tmp_path / "ratings.dat", [*RATINGS[:2], "1::2::3"])
-    with pytest.raises(IngestError, match="ratings.dat"):
-        ingest_events(paths, source, ML_MAPPING, now=NOW)
-    assert list(paths.events.glob("*.parquet")) == []
+    """A line of too few or too many fields is one quarantined row, not a failed file."""
+    lines = [*RATINGS[:2], "1::2::3", *RATINGS[2:3], "4::5::6::888549960::extra"]
+    source = _lines(tmp_path / "ratings.dat", lines)
+    report = ingest_events(paths, source, ML_MAPPING, now=NOW, chunk_rows=2)
+    assert (report.read, report.accepted, report.quarantined) == (5, 3, 2)
+    assert report.reasons == {"wrong number of fields": 2}
+    q = pd.read_parquet(report.quarantine_file)
+    assert q[["1", "2", "3", "4"]].values.tolist() == [
+        ["1", "2", "3", None],
+        ["4", "5", "6", "888549960::extra"],  # the extra field stays, separator and all
+    ]
+    assert q["source_row"].isna().all()  # the streaming reader does not say where they were
 
 
 def test_users_and_items_tables_with_renamed_columns_and_dat(

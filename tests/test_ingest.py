@@ -75,6 +75,7 @@ PLANTED = [
     (f"1,10,{T0},5,copy of row 0", "duplicate event_id in file"),
     (SEED_ROW.strip(), "duplicate: already ingested"),
     ("4,40,2023-11-14 22:13:20,2,ok naive iso", None),
+    ("5,50,1", "wrong number of fields"),  # last: the rows that parse keep their positions
 ]
 
 
@@ -100,11 +101,13 @@ def test_planted_bad_rows_one_per_reason(paths: WorkspacePaths, tmp_path: Path) 
     report = ingest_events(paths, source, MAPPING, now=NOW, chunk_rows=4)  # dups span chunks
     never = "ts implausible as epoch s (looks like s: pass --ts-unit s)"  # the unit given
     assert report.reasons == {reason: 1 for reason in REASONS if reason != never}
-    assert (report.read, report.accepted, report.quarantined) == (17, 3, 14)
+    assert (report.read, report.accepted, report.quarantined) == (18, 3, 15)
     assert report.accepted + report.quarantined == report.read
     bad = pd.read_parquet(report.quarantine_file)
-    expected = {i: reason for i, (_, reason) in enumerate(PLANTED) if reason}
-    assert dict(zip(bad[SOURCE_ROW], bad[REASON], strict=True)) == expected
+    expected = {i: reason for i, (_, reason) in enumerate(PLANTED[:-1]) if reason}
+    placed = bad[SOURCE_ROW].notna()
+    assert dict(zip(bad[SOURCE_ROW][placed], bad[REASON][placed], strict=True)) == expected
+    assert bad[REASON][~placed].tolist() == ["wrong number of fields"]  # no position reported
     assert list(bad.columns) == ["uid", "track", "played_at", "ms", "note", REASON, SOURCE_ROW]
     assert bad.set_index(SOURCE_ROW).loc[4, "uid"] == "x"  # original text kept
     assert len(read_events(paths)) == 1 + 3
@@ -164,11 +167,29 @@ def test_unreadable_file_raises_and_writes_nothing(
     assert written_files(paths) == []
 
 
-def test_malformed_csv_raises_and_writes_nothing(paths: WorkspacePaths, tmp_path: Path) -> None:
+def test_a_malformed_csv_line_is_quarantined_and_the_file_ingested(
+    paths: WorkspacePaths, tmp_path: Path
+) -> None:
     lines = [f"{u},10,{T0},5,x" for u in range(20)] + ["2,20,3,4,5,6,7"]  # too many fields
-    with pytest.raises(IngestError, match="a.csv"):
-        ingest_events(paths, write_csv(tmp_path / "a.csv", lines), MAPPING, now=NOW, chunk_rows=2)
-    assert written_files(paths) == []
+    report = ingest_events(
+        paths, write_csv(tmp_path / "a.csv", lines), MAPPING, now=NOW, chunk_rows=2
+    )
+    assert (report.read, report.accepted, report.quarantined) == (21, 20, 1)
+    q = pd.read_parquet(report.quarantine_file)
+    assert q["reason"].tolist() == ["wrong number of fields"]
+    assert q[["uid", "note"]].values.tolist() == [["2", "5,6,7"]]
+
+
+def test_malformed_table_lines_are_quarantined(paths: WorkspacePaths, tmp_path: Path) -> None:
+
+    items = write_csv(
+        tmp_path / "items.csv", ["1,One,rock", "2,Two", "3,Three,pop"], "item_id,title,genres\n"
+    )
+    report = ingest_items(paths, items)
+    assert (report.read, report.accepted, report.quarantined) == (3, 2, 1)
+    assert report.reasons == {"wrong number of fields": 1}
+    q = pd.read_parquet(report.quarantine_file)
+    assert q["item_id"].tolist() == ["2"] and q["source_row"].isna().all()
 
 
 def test_failure_midway_leaves_no_temp_files(

@@ -39,6 +39,7 @@ PLAUSIBLE_SINCE = pd.Timestamp("1990-01-01", tz="UTC")  # epoch numbers before i
 EPOCH_UNITS = ("s", "ms", "us", "ns")  # the units a wrong-unit reason may suggest
 # Row-level reasons in rule order: a row gets the first one that applies (code = index + 1).
 # "{unit}" is the ingest's ts unit (reasons_for); REASONS are the names for the default, s.
+MALFORMED = "wrong number of fields"  # a delimited line the reader could not split into columns
 REASON_TEMPLATES = (
     "missing user_id",
     "missing item_id",
@@ -55,6 +56,7 @@ REASON_TEMPLATES = (
     "NaN weight",  # also +inf and unparseable text: any weight that is not a finite number
     "duplicate event_id in file",
     "duplicate: already ingested",
+    MALFORMED,
 )
 _CODE = {r: i + 1 for i, r in enumerate(REASON_TEMPLATES)}
 
@@ -282,9 +284,15 @@ def _report(
 
 
 def quarantine_table(
-    table: pa.Table, rows: np.ndarray, reasons: np.ndarray, offset: int
+    table: pa.Table,
+    rows: np.ndarray,
+    reasons: np.ndarray,
+    offset: int,
+    unplaced: np.ndarray | None = None,
 ) -> pa.Table:
-    """Bad rows with every source column as text, plus `reason` and 0-based `source_row`."""
+    """Bad rows with every source column as text, plus `reason` and 0-based `source_row` (the
+    row's position among the rows that parsed; null where `unplaced`, a mask over `rows`: a
+    malformed line, whose position the streaming reader does not report)."""
     bad = table.take(pa.array(rows))
     cols, names = [], []
     for name, col in zip(bad.column_names, bad.columns, strict=True):
@@ -293,7 +301,7 @@ def quarantine_table(
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested types: fallback
             cols.append(pa.array([None if v is None else str(v) for v in col.to_pylist()]))
         names.append(f"source_{name}" if name in (REASON, SOURCE_ROW) else name)
-    cols += [pa.array(reasons, pa.string()), pa.array(rows + offset, pa.int64())]
+    cols += [pa.array(reasons, pa.string()), pa.array(rows + offset, pa.int64(), mask=unplaced)]
     return pa.Table.from_arrays(cols, names=names + [REASON, SOURCE_ROW])
 
 

@@ -34,6 +34,7 @@ from userrep.ingest.common import (
     DEFAULT_EVENT_TYPE,
     EVENT_SCHEMA,
     FUTURE_TOLERANCE,
+    MALFORMED,
     UNIT_SEP,
     ColumnMapping,
     IngestError,
@@ -191,10 +192,12 @@ def stage_chunks(
     source: str,
     ts_unit: str,
     now: pd.Timestamp | None,
+    malformed: MalformedLines | None = None,
 ) -> tuple[IngestReport, np.ndarray]:
     """Validate chunks into a staged part (+ id sidecar) and quarantine file; `known`: sorted
-    keys of the events already ingested or staged. Returns the report (with the paths the
-    files get when published) and the accepted rows' keys. Nothing is published here."""
+    keys of the events already ingested or staged; `malformed`: the lines the text reader
+    skipped, quarantined as they turn up. Returns the report (with the paths the files get when
+    published) and the accepted rows' keys. Nothing is published here."""
     cutoff_ns = _future_cutoff(now).value
     ingest_id, dedup = new_ingest_id(), _Dedup(known)
     # dictionary-encode only the low-cardinality columns: event ids are random hex
@@ -206,8 +209,18 @@ def stage_chunks(
     )
     names = reasons_for(ts_unit)
     counts, keys, offset = np.zeros(len(names) + 1, np.int64), [], 0
+
+    def quarantine_malformed() -> None:
+        lines = malformed.take() if malformed is not None else None
+        if lines is not None and lines.num_rows:
+            counts[_CODE[MALFORMED]] += lines.num_rows
+            rows, unplaced = np.arange(lines.num_rows), np.ones(lines.num_rows, bool)
+            why = np.full(lines.num_rows, MALFORMED, object)
+            quarantine.write(quarantine_table(lines, rows, why, 0, unplaced))
+
     try:
         for table in chunks:
+            quarantine_malformed()
             accepted, k, reason = _process_chunk(table, mapping, ts_unit, cutoff_ns, dedup)
             counts += np.bincount(reason, minlength=len(counts))
             if accepted.num_rows:
@@ -218,6 +231,7 @@ def stage_chunks(
                 why = np.asarray(names, dtype=object)[reason[bad] - 1]
                 quarantine.write(quarantine_table(table, bad, why, offset))
             offset += table.num_rows
+        quarantine_malformed()
         part_file, quarantine_file = part.close(), quarantine.close()
         new_keys = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         if len(new_keys):
@@ -298,6 +312,32 @@ class _JoinedSeparator(io.RawIOBase):
         super().close()
 
 
+class MalformedLines:
+    """pyarrow's invalid_row_handler for a delimited file: a line whose number of fields is not
+    the header's is skipped by the reader and kept here, so that the ingest quarantines it
+    ("wrong number of fields") instead of failing the whole file."""
+
+    def __init__(self, sep: str, names: list[str]):
+        self.sep, self.names = sep, names
+        self.lines: list[str] = []
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        self.lines.append(row.text.replace(UNIT_SEP, self.sep))
+        return "skip"
+
+    def take(self) -> pa.Table:
+        """The lines kept since the last take, as text rows of the file's columns: fields in
+        order, missing ones null, any extra fields left in the last column with separators."""
+        lines, names, self.lines = self.lines, self.names, []
+        fields = [line.split(self.sep, len(names) - 1) for line in lines]
+        return pa.table(
+            {
+                name: pa.array([f[i] if i < len(f) else None for f in fields], pa.string())
+                for i, name in enumerate(names)
+            }
+        )
+
+
 def _text_reader(
     source: Path,
     sep: str,
@@ -305,12 +345,16 @@ def _text_reader(
     names: list[str] | None = None,
     header: bool = True,
     encoding: str = "utf-8",
+    malformed: MalformedLines | None = None,
 ) -> pacsv.CSVStreamingReader:
     """pyarrow's streaming CSV reader of a delimited file; given names, every column is text
-    (a header line is skipped); without them, the header or "f0", "f1", ... name them."""
+    (a header line is skipped); without them, the header or "f0", "f1", ... name them. Lines
+    of the wrong field count go to `malformed` (without it, they fail the read)."""
     joined = len(sep) > 1
     parse = pacsv.ParseOptions(
-        delimiter=UNIT_SEP if joined else sep, quote_char=False if joined else '"'
+        delimiter=UNIT_SEP if joined else sep,
+        quote_char=False if joined else '"',
+        invalid_row_handler=malformed,
     )
     read = pacsv.ReadOptions(block_size=block, encoding=encoding)
     convert = pacsv.ConvertOptions()
@@ -327,24 +371,37 @@ def _text_reader(
 
 
 def open_table_source(
-    source: Path, chunk_rows: int, fmt: TextFormat = TextFormat()
-) -> tuple[list[str], Iterator[pa.Table]]:
-    """Column names and a lazy stream of chunks; every text column is read as text. A text
-    file without a header (fmt, or .dat) names its columns "1", "2", ... by position."""
+    source: Path,
+    chunk_rows: int,
+    fmt: TextFormat = TextFormat(),
+    keep_malformed: bool = False,
+) -> tuple[list[str], Iterator[pa.Table], MalformedLines | None]:
+    """Column names, a lazy stream of chunks, and a text file's malformed lines as they are
+    read (keep_malformed; None for parquet, or when such a line should fail the read).
+    Every text column is read as text. A text file without a header (fmt, or .dat) names its
+    columns "1", "2", ... by position."""
     kind = file_kind(source)
     try:
         if kind in ("parquet", "pq"):
             pf = pq.ParquetFile(source)
             names = pf.schema_arrow.names
-            return names, (pa.Table.from_batches([b]) for b in pf.iter_batches(chunk_rows))
+            return names, (pa.Table.from_batches([b]) for b in pf.iter_batches(chunk_rows)), None
         sep, header = fmt.resolve(source)
-        first = _text_reader(source, sep, 1 << 20, header=header, encoding=fmt.encoding)
+        first = _text_reader(  # reads the names; malformed lines are the second reader's
+            source,
+            sep,
+            1 << 20,
+            header=header,
+            encoding=fmt.encoding,
+            malformed=MalformedLines(sep, []) if keep_malformed else None,
+        )
         names = first.schema.names
         first.close()
         if not header:
             names = [str(i + 1) for i in range(len(names))]
-        reader = _text_reader(source, sep, CSV_BLOCK_BYTES, names, header, fmt.encoding)
-        return names, _rechunk(reader, chunk_rows)
+        bad = MalformedLines(sep, names) if keep_malformed else None
+        reader = _text_reader(source, sep, CSV_BLOCK_BYTES, names, header, fmt.encoding, bad)
+        return names, _rechunk(reader, chunk_rows), bad
     except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
 
@@ -377,9 +434,9 @@ def stage_events(
     (see stage_chunks)."""
     unit = check_unit(ts_unit or "s")
     source = Path(source)
-    names, chunks = open_table_source(source, chunk_rows, fmt)
+    names, chunks, malformed = open_table_source(source, chunk_rows, fmt, keep_malformed=True)
     check_columns(names, mapping.columns(), str(source))
-    return stage_chunks(stage, known, paths, chunks, mapping, str(source), unit, now)
+    return stage_chunks(stage, known, paths, chunks, mapping, str(source), unit, now, malformed)
 
 
 def stage_event_frame(
@@ -436,7 +493,7 @@ def read_user_events(
     row is an IngestError naming the row and its reason."""
     unit = check_unit(ts_unit or "s")
     source = Path(source)
-    names, chunks = open_table_source(source, 1 << 30, fmt)
+    names, chunks, _ = open_table_source(source, 1 << 30, fmt)
     wanted = {ITEM_ID: ITEM_ID, TS: TS} | ({WEIGHT: WEIGHT} if WEIGHT in names else {})
     check_columns(names, wanted, str(source))
     try:

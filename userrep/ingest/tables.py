@@ -32,6 +32,7 @@ from userrep.columns import (
 )
 from userrep.ingest.common import (
     FUTURE_TOLERANCE,
+    MALFORMED,
     IngestError,
     IngestReport,
     StagedParquet,
@@ -82,27 +83,32 @@ def _load_table(
     known: tuple[str, ...],
     required: tuple[str, ...],
     fmt: TextFormat = TextFormat(),
-) -> tuple[pa.Table, dict[str, str], str]:
-    """Source table, canonical -> source column for the columns present, and a source name."""
+) -> tuple[pa.Table, dict[str, str], str, np.ndarray]:
+    """Source table, canonical -> source column for the columns present, a source name, and a
+    mask of the table's rows that are a text file's malformed lines (appended at the end)."""
     mapping = parse_mapping(mapping, known) if isinstance(mapping, str) else dict(mapping or {})
     if unknown := sorted(set(mapping) - set(known)):
         raise IngestError(f"unknown canonical column(s) {unknown} in mapping (known: {known})")
+    n_malformed = 0
     if isinstance(frame_or_path, pd.DataFrame):
         table, source = frame_to_table(frame_or_path), "<frame>"
     else:
         source = str(frame_or_path)
-        names, chunks = open_table_source(Path(frame_or_path), 1 << 30, fmt)
+        names, chunks, bad = open_table_source(Path(frame_or_path), 1 << 30, fmt, True)
         check_columns(names, mapping, source)
         try:
             tables = list(chunks)
         except (pa.ArrowException, OSError) as exc:
             raise IngestError(f"cannot read {source}: {str(exc).splitlines()[0]}") from exc
+        if bad is not None and (lines := bad.take()).num_rows:
+            tables, n_malformed = [*tables, lines], lines.num_rows
         empty = pa.schema([(c, pa.string()) for c in names]).empty_table()
         table = pa.concat_tables(tables) if tables else empty
     cols = {c: mapping.get(c, c) for c in known}
     check_columns(table.column_names, {c: cols[c] for c in (*mapping, *required)}, source)
     present = {c: s for c, s in cols.items() if s in table.column_names}
-    return table, present, source
+    malformed = np.arange(table.num_rows) >= table.num_rows - n_malformed
+    return table, present, source, malformed
 
 
 def _text(table: pa.Table, col: str | None, default: str = "") -> pa.Array:
@@ -160,13 +166,15 @@ def _stage_table(
     rows: pa.Table,
     target: Path,
     key: str | None,
+    malformed: np.ndarray,
 ) -> IngestReport:
-    """Quarantine bad rows and upsert the good ones into `target` by `key`, both staged."""
+    """Quarantine bad rows and upsert the good ones into `target` by `key`, both staged; the
+    `malformed` rows (lines the reader could not split) have no source_row."""
     ingest_id, bad = new_ingest_id(), np.flatnonzero(reason != "")
     qfile = None
     if len(bad):
         q = StagedParquet(stage, paths.quarantine / f"{ingest_id}.parquet")
-        q.write(quarantine_table(table, bad, reason[bad].astype(str), 0))
+        q.write(quarantine_table(table, bad, reason[bad].astype(str), 0, malformed[bad]))
         qfile = q.close()
     good = rows.filter(pa.array(reason == ""))
     if good.num_rows:
@@ -224,7 +232,9 @@ def stage_users(
     """Upsert users by user_id (whole rows replace); lists may be "|"-separated text; epoch
     numbers in signup_ts are in ts_unit (s), checked as the events' ts are."""
     unit = check_unit(ts_unit or "s")
-    table, cols, source = _load_table(frame_or_path, mapping, USER_COLUMNS, (USER_ID,), fmt)
+    table, cols, source, malformed = _load_table(
+        frame_or_path, mapping, USER_COLUMNS, (USER_ID,), fmt
+    )
     col = {c: table.column(s).combine_chunks() for c, s in cols.items()}
     n = table.num_rows
     user, rules = _id_reasons(col[USER_ID], USER_ID)
@@ -243,7 +253,7 @@ def stage_users(
         (f"non-numeric {AGE}", np.isnan(age) & ~null_age),
         (f"non-integer {ONBOARDING_ITEMS}", items_bad),
     ]
-    reason = _reason_text(n, rules, user, USER_ID)
+    reason = _reason_text(n, [(MALFORMED, malformed), *rules], user, USER_ID)
     ts_arr = pa.array(np.where(ts_bad, np.iinfo(np.int64).min, ts), mask=ts_bad)
     rows = pa.Table.from_arrays(
         [
@@ -257,7 +267,9 @@ def stage_users(
         ],
         schema=USER_SCHEMA,
     )
-    return _stage_table(stage, paths, "users", source, table, reason, rows, paths.users, USER_ID)
+    return _stage_table(
+        stage, paths, "users", source, table, reason, rows, paths.users, USER_ID, malformed
+    )
 
 
 def stage_items(
@@ -269,13 +281,15 @@ def stage_items(
     fmt: TextFormat = TextFormat(),
 ) -> IngestReport:
     """Upsert catalog items by item_id; genres may be a list or "|"-joined text."""
-    table, cols, source = _load_table(frame_or_path, mapping, ITEM_COLUMNS, (ITEM_ID,), fmt)
+    table, cols, source, malformed = _load_table(
+        frame_or_path, mapping, ITEM_COLUMNS, (ITEM_ID,), fmt
+    )
     col = {c: table.column(s).combine_chunks() for c, s in cols.items()}
     n = table.num_rows
     item, rules = _id_reasons(col[ITEM_ID], ITEM_ID)
     artist_in = col.get(ARTIST_ID, pa.nulls(n, pa.int64()))
     artist_id, artist_rules = _id_reasons(artist_in, ARTIST_ID, optional=True)
-    reason = _reason_text(n, rules + artist_rules, item, ITEM_ID)
+    reason = _reason_text(n, [(MALFORMED, malformed), *rules, *artist_rules], item, ITEM_ID)
     genres = col.get(GENRES, pa.nulls(n, pa.string()))
     if pa.types.is_list(genres.type) or pa.types.is_large_list(genres.type):
         genres = pc.binary_join(pc.cast(genres, pa.list_(pa.string())), "|")
@@ -289,7 +303,9 @@ def stage_items(
         ],
         schema=ITEM_SCHEMA,
     )
-    return _stage_table(stage, paths, "items", source, table, reason, rows, paths.items, ITEM_ID)
+    return _stage_table(
+        stage, paths, "items", source, table, reason, rows, paths.items, ITEM_ID, malformed
+    )
 
 
 def stage_friends(
@@ -302,13 +318,16 @@ def stage_friends(
 ) -> IngestReport:
     """Add (user_id, friend_id) pairs to the friends table (a set union)."""
     known = (USER_ID, FRIEND_ID)
-    table, cols, source = _load_table(frame_or_path, mapping, known, known, fmt)
+    table, cols, source, malformed = _load_table(frame_or_path, mapping, known, known, fmt)
     user, rules = _id_reasons(table.column(cols[USER_ID]).combine_chunks(), USER_ID)
     friend, friend_rules = _id_reasons(table.column(cols[FRIEND_ID]).combine_chunks(), FRIEND_ID)
     pair = pd.util.hash_pandas_object(pd.DataFrame({"u": user, "f": friend}), index=False)
-    reason = _reason_text(table.num_rows, rules + friend_rules, pair.to_numpy(), "pair")
+    rules = [(MALFORMED, malformed), *rules, *friend_rules]
+    reason = _reason_text(table.num_rows, rules, pair.to_numpy(), "pair")
     rows = pa.Table.from_arrays([pa.array(user), pa.array(friend)], schema=FRIEND_SCHEMA)
-    return _stage_table(stage, paths, "friends", source, table, reason, rows, paths.friends, None)
+    return _stage_table(
+        stage, paths, "friends", source, table, reason, rows, paths.friends, None, malformed
+    )
 
 
 def read_table(path: Path, schema: pa.Schema) -> pd.DataFrame:
