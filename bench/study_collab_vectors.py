@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from evaluation import probes
 from evaluation.methods import PpmiMean, make_context
-from evaluation.protocol import ProtocolConfig, load_eval_data, make_split
+from evaluation.protocol import ProtocolConfig, load_eval_data, make_split, user_item_matrix
 from evaluation.runner import cold_history
 from representation.encoders import EncoderConfig, collaborative_vectors
 from representation.selection import neighbour_recall
@@ -47,32 +47,18 @@ CUT_QUANTILE = 0.8  # next-period criterion: the later 20 % of history events ar
 TOP_ITEMS = 300  # ... whose most popular items the ridge read predicts
 
 
-def svd_item_vectors(ctx) -> np.ndarray:
-    """(n_items, 64) L2-normalised right singular vectors of the history's tf-idf multi-hot."""
-    split = ctx.split
-    tfidf = TfidfTransformer().fit(split.hist > 0)
-    x = tfidf.transform(ctx.matrix(split.user_ids, split.history, binary=True))
-    v = TruncatedSVD(64, random_state=split.seed).fit(x).components_.T
-    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def fitted_svd_vectors(events: pd.DataFrame, item_ids: np.ndarray, seed: int) -> np.ndarray:
-    """svd_item_vectors' family fitted on any events: right singular vectors of tf-idf(multi-hot)."""
-    x = user_means_matrix(events, np.unique(events[C.USER_ID].to_numpy()), item_ids)
-    x.data[:] = 1.0
+def svd_item_vectors(events: pd.DataFrame, item_ids: np.ndarray, seed: int) -> np.ndarray:
+    """(n_items, 64) L2-normalised right singular vectors of the events' tf-idf multi-hot."""
+    x = user_item_matrix(events, np.unique(events[C.USER_ID].to_numpy()), item_ids, binary=True)
     v = TruncatedSVD(64, random_state=seed).fit(TfidfTransformer().fit_transform(x)).components_
     return (v.T / np.maximum(np.linalg.norm(v.T, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def user_means_matrix(
-    events: pd.DataFrame, users: np.ndarray, item_ids: np.ndarray
-) -> sp.csr_matrix:
-    """(users, items) log(1 + weight) of the events of `users` (the user mean's weights)."""
-    events = events[events[C.USER_ID].isin(users)]
-    rows = np.searchsorted(users, events[C.USER_ID].to_numpy())
-    cols = np.searchsorted(item_ids, events[C.ITEM_ID].to_numpy())
-    w = np.log1p(np.maximum(events[C.WEIGHT].to_numpy(np.float64), 0.0))
-    return sp.csr_matrix((w, (rows, cols)), shape=(len(users), len(item_ids)))
+def log_weights(events: pd.DataFrame, users: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    """(users, items) log(1 + summed weight): the ppmi-mean baseline's weights of a user mean."""
+    m = user_item_matrix(events, users, item_ids)
+    m.data = np.log1p(np.maximum(m.data, 0.0))
+    return m
 
 
 def _mean(m: sp.csr_matrix, vectors: np.ndarray) -> np.ndarray:
@@ -85,8 +71,8 @@ def next_period(history: pd.DataFrame, item_ids: np.ndarray, seed: int) -> dict[
     early, late = history[history[C.TS] <= cut], history[history[C.TS] > cut]
     users = np.intersect1d(early[C.USER_ID].unique(), late[C.USER_ID].unique())
     others = np.setdiff1d(early[C.USER_ID].unique(), users)
-    m_early, m_late = (user_means_matrix(e, users, item_ids) for e in (early, late))
-    m_ref = user_means_matrix(early, others, item_ids)
+    m_early, m_late = (log_weights(e, users, item_ids) for e in (early, late))
+    m_ref = log_weights(early, others, item_ids)
     counts = np.bincount(np.searchsorted(item_ids, early[C.ITEM_ID]), minlength=len(item_ids))
     top = np.argsort(-counts, kind="stable")[:TOP_ITEMS]
     y = m_late[:, top].toarray() > 0
@@ -96,7 +82,7 @@ def next_period(history: pd.DataFrame, item_ids: np.ndarray, seed: int) -> dict[
     new_items.eliminate_zeros()
     families = {
         "PPMI-SVD (platform)": collaborative_vectors(early, item_ids, EncoderConfig(seed=seed)),
-        "user-item SVD": fitted_svd_vectors(early, item_ids, seed),
+        "user-item SVD": svd_item_vectors(early, item_ids, seed),
     }
     out = {}
     for name, vectors in families.items():
@@ -134,9 +120,12 @@ def main() -> None:
         split = make_split(load_eval_data(dataset), args.seed, ProtocolConfig())
         ctx = make_context(split)
         ppmi = ctx.collab
-        for name, vectors in (("PPMI-SVD (platform)", ppmi), ("user-item SVD", None)):
+        for name in ("PPMI-SVD (platform)", "user-item SVD"):
             t0 = time.perf_counter()
-            got = probe(split, ctx, svd_item_vectors(ctx) if vectors is None else vectors, ppmi)
+            vectors = ppmi if name.startswith("PPMI") else None
+            if vectors is None:
+                vectors = svd_item_vectors(split.history, split.item_ids, args.seed)
+            got = probe(split, ctx, vectors, ppmi)
             shown = ", ".join(f"{k} {v:.3f}" for k, v in got.items() if k != "linear_c")
             print(f"{dataset} seed {args.seed} {name}: {shown} ({time.perf_counter() - t0:.0f}s)")
         for name, got in next_period(split.history, split.item_ids, args.seed).items():
