@@ -181,15 +181,18 @@ def test_a_malformed_csv_line_is_quarantined_and_the_file_ingested(
 
 
 def test_malformed_table_lines_are_quarantined(paths: WorkspacePaths, tmp_path: Path) -> None:
-
-    items = write_csv(
-        tmp_path / "items.csv", ["1,One,rock", "2,Two", "3,Three,pop"], "item_id,title,genres\n"
-    )
+    """A short line is quarantined, and it does not supersede an earlier good row of its key
+    (a later row of a repeated key wins only when it is good)."""
+    lines = ["1,One,rock", "2,Two,jazz", "2,Broken", "3,Three,pop"]
+    items = write_csv(tmp_path / "items.csv", lines, "item_id,title,genres\n")
     report = ingest_items(paths, items)
-    assert (report.read, report.accepted, report.quarantined) == (3, 2, 1)
+    assert (report.read, report.accepted, report.quarantined) == (4, 3, 1)
     assert report.reasons == {"wrong number of fields": 1}
     q = pd.read_parquet(report.quarantine_file)
-    assert q["item_id"].tolist() == ["2"] and q["source_row"].isna().all()
+    assert q[["item_id", "title"]].values.tolist() == [["2", "Broken"]]
+    assert q["source_row"].isna().all()
+    kept = pd.read_parquet(paths.items).set_index("item_id")
+    assert kept.loc[2, "title"] == "Two"
 
 
 def test_failure_midway_leaves_no_temp_files(

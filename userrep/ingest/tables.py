@@ -144,11 +144,12 @@ def _id_reasons(arr: pa.Array, name: str, optional: bool = False) -> tuple[np.nd
 
 
 def _reason_text(
-    n: int, rules: list[tuple[str, np.ndarray]], key: np.ndarray, key_name: str
+    rules: list[tuple[str, np.ndarray]], key: np.ndarray, key_name: str, malformed: np.ndarray
 ) -> np.ndarray:
-    """First failing rule per row ("" = ok); earlier rows of a repeated key are superseded."""
-    reason = np.full(n, "", dtype=object)
-    for name, mask in rules:
+    """First failing rule per row ("" = ok), a malformed line's before any (its fields are not
+    where the columns say); earlier rows of a repeated key are superseded by later good ones."""
+    reason = np.full(len(malformed), "", dtype=object)
+    for name, mask in [(MALFORMED, malformed), *rules]:
         reason[(reason == "") & mask] = name
     ok = np.flatnonzero(reason == "")
     later = pd.Series(key[ok]).duplicated(keep="last").to_numpy()
@@ -253,7 +254,7 @@ def stage_users(
         (f"non-numeric {AGE}", np.isnan(age) & ~null_age),
         (f"non-integer {ONBOARDING_ITEMS}", items_bad),
     ]
-    reason = _reason_text(n, [(MALFORMED, malformed), *rules], user, USER_ID)
+    reason = _reason_text(rules, user, USER_ID, malformed)
     ts_arr = pa.array(np.where(ts_bad, np.iinfo(np.int64).min, ts), mask=ts_bad)
     rows = pa.Table.from_arrays(
         [
@@ -289,7 +290,7 @@ def stage_items(
     item, rules = _id_reasons(col[ITEM_ID], ITEM_ID)
     artist_in = col.get(ARTIST_ID, pa.nulls(n, pa.int64()))
     artist_id, artist_rules = _id_reasons(artist_in, ARTIST_ID, optional=True)
-    reason = _reason_text(n, [(MALFORMED, malformed), *rules, *artist_rules], item, ITEM_ID)
+    reason = _reason_text(rules + artist_rules, item, ITEM_ID, malformed)
     genres = col.get(GENRES, pa.nulls(n, pa.string()))
     if pa.types.is_list(genres.type) or pa.types.is_large_list(genres.type):
         genres = pc.binary_join(pc.cast(genres, pa.list_(pa.string())), "|")
@@ -322,8 +323,7 @@ def stage_friends(
     user, rules = _id_reasons(table.column(cols[USER_ID]).combine_chunks(), USER_ID)
     friend, friend_rules = _id_reasons(table.column(cols[FRIEND_ID]).combine_chunks(), FRIEND_ID)
     pair = pd.util.hash_pandas_object(pd.DataFrame({"u": user, "f": friend}), index=False)
-    rules = [(MALFORMED, malformed), *rules, *friend_rules]
-    reason = _reason_text(table.num_rows, rules, pair.to_numpy(), "pair")
+    reason = _reason_text(rules + friend_rules, pair.to_numpy(), "pair", malformed)
     rows = pa.Table.from_arrays([pa.array(user), pa.array(friend)], schema=FRIEND_SCHEMA)
     return _stage_table(
         stage, paths, "friends", source, table, reason, rows, paths.friends, None, malformed
